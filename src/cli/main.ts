@@ -1,0 +1,134 @@
+// The command line: the only place that parses argv. Exit codes: 0 ok, 2 usage or config error,
+// 1 runtime failure.
+
+import { readFileSync } from 'node:fs';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { loadConfigFile } from '../config/load.js';
+import { configJsonSchema } from '../config/schema.js';
+import { runDaemon } from '../daemon.js';
+import { runDemo } from '../demo/demo.js';
+import { ConfigError } from '../errors.js';
+import { Pool } from '../pool/pool.js';
+
+const EXIT_RUNTIME = 1;
+const EXIT_USAGE = 2;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
+  return pkg.version;
+}
+
+function fail(error: unknown): never {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`roomring: invalid config ${error.message}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  process.stderr.write(`roomring: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(EXIT_RUNTIME);
+}
+
+await yargs(hideBin(process.argv))
+  .scriptName('roomring')
+  .usage('$0 <command> [options]\n\nSticky-session load balancer for stateful real-time servers.')
+  .command(
+    'start',
+    'Run the proxy',
+    (y) =>
+      y
+        .option('config', {
+          alias: 'c',
+          type: 'string',
+          demandOption: true,
+          describe: 'Config file (YAML or JSON)',
+        })
+        .option('host', { type: 'string', describe: 'Override listen.host' })
+        .option('port', { type: 'number', describe: 'Override listen.port' })
+        .option('log-level', { type: 'string', describe: 'Override log.level' }),
+    async (argv) => {
+      try {
+        await runDaemon(argv.config, { host: argv.host, port: argv.port, logLevel: argv.logLevel });
+      } catch (error) {
+        fail(error);
+      }
+    },
+  )
+  .command(
+    'check-config',
+    'Validate a config file and exit',
+    (y) => y.option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'Config file' }),
+    (argv) => {
+      try {
+        const config = loadConfigFile(argv.config);
+        process.stdout.write(`${argv.config}: ok (${config.backends.length} backend(s))\n`);
+      } catch (error) {
+        fail(error);
+      }
+    },
+  )
+  .command(
+    'route <room>',
+    'Print the backend the proxy would choose for a room',
+    (y) =>
+      y
+        .positional('room', { type: 'string', demandOption: true, describe: 'Room id (decoded)' })
+        .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'Config file' })
+        .option('json', { type: 'boolean', default: false, describe: 'Print JSON' }),
+    (argv) => {
+      try {
+        const config = loadConfigFile(argv.config);
+        const pool = new Pool(config.failover);
+        pool.applySnapshot({
+          epoch: 1,
+          backends: config.backends.map((b) => ({ ...b, state: 'active' as const })),
+        });
+        const { backend, reason } = pool.explain(argv.room);
+        if (argv.json) {
+          const out = {
+            room: argv.room,
+            backend: backend && { id: backend.id, url: backend.url },
+            reason,
+            fingerprint: pool.ring.fingerprint(),
+          };
+          process.stdout.write(`${JSON.stringify(out)}\n`);
+        } else {
+          process.stdout.write(backend === undefined ? 'no backend\n' : `${backend.id} ${backend.url}\n`);
+        }
+        if (backend === undefined) process.exitCode = EXIT_RUNTIME;
+      } catch (error) {
+        fail(error);
+      }
+    },
+  )
+  .command(
+    'demo',
+    'Run three demo chat servers behind the proxy (no Redis needed)',
+    (y) => y.option('port', { type: 'number', default: 8080, describe: 'Proxy port (0: any free port)' }),
+    async (argv) => {
+      try {
+        await runDemo(argv.port);
+      } catch (error) {
+        fail(error);
+      }
+    },
+  )
+  .command(
+    'schema',
+    'Print the JSON Schema of the config file',
+    (y) => y,
+    () => {
+      process.stdout.write(`${JSON.stringify(configJsonSchema(), null, 2)}\n`);
+    },
+  )
+  .demandCommand(1, 'Name a command; see --help.')
+  .strict()
+  .version(version())
+  .help()
+  .fail((message, error) => {
+    if (error !== undefined && error !== null) fail(error);
+    process.stderr.write(`roomring: ${message}\nRun 'roomring --help' for usage.\n`);
+    process.exit(EXIT_USAGE);
+  })
+  .parseAsync();

@@ -1,0 +1,183 @@
+// The one schema of roomring's configuration: every field with its type, default and a one-line description.
+// It validates config files and emits the JSON Schema for editors (`roomring schema`).
+
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+const duration = (fallback: string, description: string) =>
+  z
+    .union([z.number(), z.string()])
+    .transform((value, ctx) => {
+      const ms = parseDuration(value);
+      if (ms === null) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `expected a duration such as 500ms, 2s, 1m or a number of ms`,
+        });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .prefault(fallback)
+    .describe(description);
+
+const httpUrl = z
+  .string()
+  .refine(
+    (text) => {
+      try {
+        const url = new URL(text);
+        return ['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol) && url.hostname !== '';
+      } catch {
+        return false;
+      }
+    },
+    { message: 'expected an absolute http://, https://, ws:// or wss:// URL with a host' },
+  )
+  .describe('Where the backend listens, e.g. http://10.0.0.5:9001');
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+export const backendSchema = z
+  .strictObject({
+    id: z
+      .string()
+      .regex(ID, 'expected 1-128 characters of letters, digits, . _ : - (starting with a letter or digit)')
+      .describe('Stable, unique name of the backend; the ring places rooms by it'),
+    url: httpUrl,
+    weight: z
+      .number()
+      .positive('expected a weight above 0')
+      .max(1000)
+      .default(1)
+      .describe('Relative share of rooms; 2 takes twice the rooms of 1'),
+  })
+  .describe('A backend server');
+
+const pathRule = z.strictObject({
+  path: z
+    .string()
+    .refine((p) => p.startsWith('/') && /(^|\/):room(\/|$)/.test(p), {
+      message: "expected a path pattern starting with / that has a ':room' segment, e.g. /rooms/:room",
+    })
+    .describe('Path pattern; `:room` is the room id, `:name` matches any one segment; matches as a prefix'),
+});
+const queryRule = z.strictObject({
+  query: z.string().min(1).describe('Query parameter that holds the room id'),
+});
+const headerRule = z.strictObject({
+  header: z
+    .string()
+    .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected an HTTP header name')
+    .transform((h) => h.toLowerCase())
+    .describe('Request header that holds the room id'),
+});
+const cookieRule = z.strictObject({ cookie: z.string().min(1).describe('Cookie that holds the room id') });
+
+export const roomRuleSchema = z.union([pathRule, queryRule, headerRule, cookieRule], {
+  error: 'expected one of {path: /rooms/:room}, {query: NAME}, {header: NAME} or {cookie: NAME}',
+});
+
+export const configSchema = z
+  .strictObject({
+    listen: z
+      .strictObject({
+        host: z.string().min(1).default('127.0.0.1').describe('Address the proxy listens on'),
+        port: z
+          .number()
+          .int()
+          .min(0)
+          .max(65535)
+          .default(8080)
+          .describe('Port the proxy listens on (0: any free)'),
+      })
+      .prefault({})
+      .describe('Where clients connect'),
+    room: z
+      .strictObject({
+        from: z
+          .array(roomRuleSchema)
+          .min(1)
+          .default([{ path: '/rooms/:room' }, { query: 'room' }, { header: 'x-room-id' }])
+          .describe('Where the room id is found, tried in order'),
+        onMissing: z
+          .enum(['reject', 'random'])
+          .default('reject')
+          .describe("No room id: 'reject' answers 400, 'random' spreads the request over healthy backends"),
+      })
+      .prefault({})
+      .describe('How the room id is found in a request'),
+    backends: z
+      .array(backendSchema)
+      .default([])
+      .superRefine((list, ctx) => {
+        const seen = new Set<string>();
+        list.forEach((backend, index) => {
+          if (seen.has(backend.id)) {
+            ctx.addIssue({
+              code: 'custom',
+              path: [index, 'id'],
+              message: `expected a unique backend id, '${backend.id}' appears twice`,
+            });
+          }
+          seen.add(backend.id);
+        });
+      })
+      .describe('Backends known from the config file'),
+    timeouts: z
+      .strictObject({
+        connect: duration('5s', 'Time allowed to open a connection to a backend'),
+        response: duration(
+          '60s',
+          'Time a backend has to send response headers to an HTTP request (0: no limit)',
+        ),
+        idle: duration(
+          '0',
+          'Close an HTTP exchange or a WebSocket after this long with no traffic (0: never; idle WebSockets are kept)',
+        ),
+        keepAlive: duration(
+          '4s',
+          "How long an unused keep-alive connection to a backend is kept (below the backend's own idle timeout)",
+        ),
+      })
+      .prefault({})
+      .describe('Timeouts of backend connections'),
+    failover: z
+      .strictObject({
+        coolOff: duration(
+          '2s',
+          'How long a backend that refused a connection is skipped, doubled per failure',
+        ),
+        maxCoolOff: duration('30s', 'Longest cool-off after repeated failures'),
+        retries: z
+          .number()
+          .int()
+          .min(0)
+          .max(10)
+          .default(2)
+          .describe('How many ring successors a refused request is retried on'),
+      })
+      .prefault({})
+      .describe('What happens when a backend refuses connections'),
+    shutdownTimeout: duration('10s', 'Time allowed to finish in-flight work on SIGTERM before exiting'),
+    log: z
+      .strictObject({
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .default('info')
+          .describe('Lowest level of log lines written'),
+      })
+      .prefault({})
+      .describe('Logging'),
+  })
+  .describe('roomring configuration');
+
+/** A validated configuration; frozen at load so nothing changes it behind the proxy's back. */
+export type Config = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export type BackendConfig = z.output<typeof backendSchema>;
+export type RoomRule = z.output<typeof roomRuleSchema>;
+
+export function configJsonSchema(): unknown {
+  return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' });
+}

@@ -1,0 +1,153 @@
+// Wires a running proxy together: config -> registry -> pool (ring) -> proxy listener, plus the
+// process-level concerns: signals, reload, graceful shutdown, and never dying of a stray error.
+
+import type { AddressInfo } from 'node:net';
+import { type ConfigOverrides, loadConfigFile } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { createLogger, type Logger } from './log.js';
+import { Pool } from './pool/pool.js';
+import { ProxyServer } from './proxy/proxy-server.js';
+import { StaticRegistry } from './registry/static-registry.js';
+
+export interface DaemonOptions {
+  logger?: Logger;
+  /** The file the config came from, re-read on reload. */
+  configFile?: string;
+  overrides?: ConfigOverrides;
+}
+
+export class Daemon {
+  readonly pool: Pool;
+  readonly proxy: ProxyServer;
+  readonly registry: StaticRegistry;
+  readonly log: Logger;
+  readonly startedAt = Date.now();
+  address: AddressInfo | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(
+    private config: Config,
+    private readonly options: DaemonOptions = {},
+  ) {
+    this.log = options.logger ?? createLogger(config.log.level);
+    this.pool = new Pool(config.failover);
+    this.registry = new StaticRegistry(config.backends);
+    this.proxy = new ProxyServer(this.pool, config);
+    this.pool.on('ring', (ring, previous) =>
+      this.log.info(
+        {
+          event: 'ring',
+          backends: ring.members.map((m) => m.id),
+          fingerprint: ring.fingerprint(),
+          was: previous.fingerprint(),
+        },
+        `ring rebuilt with ${ring.size} backend(s)`,
+      ),
+    );
+    this.pool.on('down', (backend, ms, count) =>
+      this.log.warn(
+        { event: 'backend-down', backend: backend.id, coolOffMs: ms, failures: count },
+        `backend ${backend.id} refused a connection; its rooms go to their successors for ${ms} ms`,
+      ),
+    );
+    this.pool.on('up', (backend) =>
+      this.log.info({ event: 'backend-up', backend: backend.id }, `backend ${backend.id} is answering again`),
+    );
+  }
+
+  get currentConfig(): Config {
+    return this.config;
+  }
+
+  async start(): Promise<AddressInfo> {
+    await this.registry.watch((snapshot) => this.pool.applySnapshot(snapshot));
+    this.address = await this.proxy.listen(this.config.listen.port, this.config.listen.host);
+    this.log.info(
+      {
+        event: 'start',
+        listen: `${this.address.address}:${this.address.port}`,
+        registry: this.registry.mode,
+      },
+      `roomring listening on http://${hostForUrl(this.address)}:${this.address.port}`,
+    );
+    return this.address;
+  }
+
+  /**
+   * Re-reads the config file (or takes `next`) and applies backends, room rules, timeouts and log
+   * level without closing the listener or any connection. A config that fails validation is
+   * refused and the running one stays.
+   */
+  reload(next?: Config): boolean {
+    let config: Config;
+    try {
+      if (next !== undefined) config = next;
+      else if (this.options.configFile !== undefined)
+        config = loadConfigFile(this.options.configFile, this.options.overrides);
+      else return false;
+    } catch (error) {
+      this.log.error(
+        { event: 'reload-refused', err: (error as Error).message },
+        'reload refused: config is invalid; keeping the running one',
+      );
+      return false;
+    }
+    if (config.listen.port !== this.config.listen.port || config.listen.host !== this.config.listen.host) {
+      this.log.warn(
+        { event: 'reload' },
+        'listen address changes need a restart; keeping the current listener',
+      );
+    }
+    this.config = config;
+    this.log.level = config.log.level;
+    this.pool.setCoolOff(config.failover);
+    this.proxy.configure(config);
+    this.registry.update(config.backends);
+    this.log.info({ event: 'reload', backends: config.backends.length }, 'config reloaded');
+    return true;
+  }
+
+  /** Graceful shutdown; resolves when everything is closed. Safe to call more than once. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info({ event: 'shutdown', connections: this.proxy.tracker.size }, 'shutting down');
+      await this.proxy.close(this.config.shutdownTimeout);
+      await this.registry.close();
+      this.log.info({ event: 'stopped' }, 'stopped');
+    })();
+    return this.stopping;
+  }
+}
+
+/** Starts a daemon from a config file and ties it to the process: signals and stray errors. */
+export async function runDaemon(configFile: string, overrides: ConfigOverrides = {}): Promise<Daemon> {
+  const config = loadConfigFile(configFile, overrides);
+  const daemon = new Daemon(config, { configFile, overrides });
+  attachToProcess(daemon);
+  await daemon.start();
+  return daemon;
+}
+
+export function attachToProcess(daemon: Daemon, onStopped: () => void = () => process.exit(0)): void {
+  const shutdown = (signal: string): void => {
+    daemon.log.info({ event: 'signal', signal }, `received ${signal}`);
+    daemon.stop().then(onStopped, (error: unknown) => {
+      daemon.log.error({ err: error }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => daemon.reload());
+  // A stray error is logged, never fatal: the proxy keeps serving the connections it has.
+  process.on('unhandledRejection', (reason) =>
+    daemon.log.error({ err: reason, event: 'unhandled-rejection' }, 'unhandled rejection'),
+  );
+  process.on('uncaughtException', (error) =>
+    daemon.log.error({ err: error, event: 'uncaught-exception' }, 'uncaught exception'),
+  );
+}
+
+function hostForUrl(address: AddressInfo): string {
+  return address.family === 'IPv6' ? `[${address.address}]` : address.address;
+}

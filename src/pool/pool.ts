@@ -1,0 +1,143 @@
+// Membership state: turns registry snapshots into one immutable ring and keeps local cool-offs of
+// backends that refused connections. The request path reads `ring` and never waits on anything.
+
+import { EventEmitter } from 'node:events';
+import type { BackendEntry, BackendState, RegistrySnapshot } from '../registry/registry.js';
+import { Ring } from '../ring/ring.js';
+
+/** A backend ready for forwarding: its entry plus the parsed address. */
+export interface Backend {
+  readonly id: string;
+  readonly url: string;
+  readonly weight: number;
+  readonly state: BackendState;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: boolean;
+}
+
+export interface CoolOffOptions {
+  /** First cool-off after a refused connection, in ms; doubled per consecutive failure. */
+  coolOff: number;
+  /** Upper bound of the cool-off, in ms. */
+  maxCoolOff: number;
+}
+
+interface Failure {
+  count: number;
+  until: number;
+}
+
+export type RouteReason = 'ring-owner' | 'failover' | 'random';
+
+export interface PoolEvents {
+  ring: [ring: Ring<Backend>, previous: Ring<Backend>];
+  down: [backend: Backend, coolOffMs: number, count: number];
+  up: [backend: Backend];
+}
+
+export class Pool extends EventEmitter<PoolEvents> {
+  /** The current ring of backends that take new rooms; swapped whole on every change. */
+  ring: Ring<Backend> = new Ring<Backend>([]);
+  epoch = 0;
+  private backends = new Map<string, Backend>();
+  private readonly failures = new Map<string, Failure>();
+  private readonly usable = (backend: Backend): boolean => !this.isCoolingOff(backend.id);
+
+  constructor(private coolOff: CoolOffOptions) {
+    super();
+  }
+
+  setCoolOff(options: CoolOffOptions): void {
+    this.coolOff = options;
+  }
+
+  /** Applies a registry snapshot; the ring is rebuilt only when the member set really changed. */
+  applySnapshot(snapshot: RegistrySnapshot): void {
+    this.epoch = snapshot.epoch;
+    const next = new Map<string, Backend>();
+    for (const entry of snapshot.backends) next.set(entry.id, toBackend(entry, this.backends.get(entry.id)));
+    this.backends = next;
+    for (const id of this.failures.keys()) if (!next.has(id)) this.failures.delete(id);
+    const members = [...next.values()].filter((b) => b.state === 'active');
+    const candidate = new Ring(members);
+    if (candidate.fingerprint() !== this.ring.fingerprint() || !sameAddresses(candidate, this.ring)) {
+      const previous = this.ring;
+      this.ring = candidate;
+      this.emit('ring', candidate, previous);
+    }
+  }
+
+  get(id: string): Backend | undefined {
+    return this.backends.get(id);
+  }
+
+  list(): Backend[] {
+    return [...this.backends.values()];
+  }
+
+  /** The backend for `room`: its ring owner, or the first successor not cooling off. */
+  pick(room: string): Backend | undefined {
+    if (this.failures.size === 0) return this.ring.ownerOf(room);
+    return this.ring.ownerWhere(room, this.usable);
+  }
+
+  /** Like `pick`, also saying why this backend was chosen. */
+  explain(room: string): { backend: Backend | undefined; reason: RouteReason } {
+    const owner = this.ring.ownerOf(room);
+    const backend = this.pick(room);
+    return { backend, reason: backend === owner ? 'ring-owner' : 'failover' };
+  }
+
+  /** Any usable backend, for requests without a room under `onMissing: random`. */
+  pickRandom(): Backend | undefined {
+    const members = this.ring.members.filter(this.usable);
+    return members[Math.floor(Math.random() * members.length)];
+  }
+
+  /** Records a refused or failed connection: the backend cools off, doubling per repeat. */
+  reportFailure(backend: Backend): void {
+    const failure = this.failures.get(backend.id) ?? { count: 0, until: 0 };
+    failure.count++;
+    const ms = Math.min(this.coolOff.coolOff * 2 ** (failure.count - 1), this.coolOff.maxCoolOff);
+    failure.until = Date.now() + ms;
+    this.failures.set(backend.id, failure);
+    this.emit('down', backend, ms, failure.count);
+  }
+
+  /** Records a successful connection; clears any cool-off history. */
+  reportSuccess(backend: Backend): void {
+    if (this.failures.size !== 0 && this.failures.delete(backend.id)) this.emit('up', backend);
+  }
+
+  isCoolingOff(id: string): boolean {
+    const failure = this.failures.get(id);
+    return failure !== undefined && failure.until > Date.now();
+  }
+}
+
+function toBackend(entry: BackendEntry, previous: Backend | undefined): Backend {
+  if (
+    previous !== undefined &&
+    previous.url === entry.url &&
+    previous.weight === entry.weight &&
+    previous.state === entry.state
+  ) {
+    return previous;
+  }
+  const url = new URL(entry.url);
+  const tls = url.protocol === 'https:' || url.protocol === 'wss:';
+  return {
+    id: entry.id,
+    url: entry.url,
+    weight: entry.weight,
+    state: entry.state,
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: url.port === '' ? (tls ? 443 : 80) : Number(url.port),
+    tls,
+  };
+}
+
+function sameAddresses(a: Ring<Backend>, b: Ring<Backend>): boolean {
+  return a.members.every((m, i) => m.url === b.members[i]?.url);
+}

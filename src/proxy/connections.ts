@@ -1,0 +1,59 @@
+// Live WebSocket tunnels, counted per backend and per room: the numbers status, draining and
+// graceful shutdown work from.
+
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+export interface Tunnel {
+  readonly room: string | null;
+  readonly backendId: string;
+  readonly client: Duplex;
+  readonly upstream: Socket;
+}
+
+export interface BackendLoad {
+  connections: number;
+  rooms: number;
+}
+
+export class ConnectionTracker {
+  private readonly tunnels = new Set<Tunnel>();
+  /** backend id -> room -> live tunnels of that room on that backend. */
+  private readonly rooms = new Map<string, Map<string | null, number>>();
+
+  add(tunnel: Tunnel): void {
+    this.tunnels.add(tunnel);
+    let rooms = this.rooms.get(tunnel.backendId);
+    if (rooms === undefined) {
+      rooms = new Map();
+      this.rooms.set(tunnel.backendId, rooms);
+    }
+    rooms.set(tunnel.room, (rooms.get(tunnel.room) ?? 0) + 1);
+  }
+
+  remove(tunnel: Tunnel): void {
+    if (!this.tunnels.delete(tunnel)) return;
+    const rooms = this.rooms.get(tunnel.backendId);
+    const count = rooms?.get(tunnel.room) ?? 0;
+    if (rooms === undefined) return;
+    if (count <= 1) rooms.delete(tunnel.room);
+    else rooms.set(tunnel.room, count - 1);
+    if (rooms.size === 0) this.rooms.delete(tunnel.backendId);
+  }
+
+  get size(): number {
+    return this.tunnels.size;
+  }
+
+  all(): IterableIterator<Tunnel> {
+    return this.tunnels.values();
+  }
+
+  loadOf(backendId: string): BackendLoad {
+    const rooms = this.rooms.get(backendId);
+    if (rooms === undefined) return { connections: 0, rooms: 0 };
+    let connections = 0;
+    for (const count of rooms.values()) connections += count;
+    return { connections, rooms: rooms.size };
+  }
+}

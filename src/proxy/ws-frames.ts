@@ -1,0 +1,29 @@
+// The few WebSocket frames the proxy writes itself (RFC 6455 section 5.5.1): close frames sent on
+// shutdown or drain, to the client unmasked and to the backend masked, as the roles require.
+
+import { randomBytes } from 'node:crypto';
+
+/** A close frame as a server sends it to a client (unmasked). */
+export function serverCloseFrame(code: number): Buffer {
+  return Buffer.from([0x88, 0x02, code >> 8, code & 0xff]);
+}
+
+/** A close frame as a client sends it to a server (masked with a random key). */
+export function clientCloseFrame(code: number): Buffer {
+  const mask = randomBytes(4);
+  return Buffer.from([
+    0x88,
+    0x82,
+    mask[0] as number,
+    mask[1] as number,
+    mask[2] as number,
+    mask[3] as number,
+    (code >> 8) ^ (mask[0] as number),
+    (code & 0xff) ^ (mask[1] as number),
+  ]);
+}
+
+/** 1001: the endpoint is going away (proxy shutdown). */
+export const CLOSE_GOING_AWAY = 1001;
+/** 1012: service restart (backend drained); clients should reconnect. */
+export const CLOSE_SERVICE_RESTART = 1012;

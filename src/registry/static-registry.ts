@@ -1,0 +1,33 @@
+// The embedded registry: the backends listed in the config file, replaced on reload.
+
+import type { BackendConfig } from '../config/schema.js';
+import type { BackendEntry, Registry, RegistrySnapshot, SnapshotListener } from './registry.js';
+
+export class StaticRegistry implements Registry {
+  readonly mode = 'static';
+  private snapshot: RegistrySnapshot;
+  private readonly listeners = new Set<SnapshotListener>();
+
+  constructor(backends: readonly BackendConfig[]) {
+    this.snapshot = { epoch: 1, backends: toEntries(backends) };
+  }
+
+  async watch(listener: SnapshotListener): Promise<void> {
+    this.listeners.add(listener);
+    listener(this.snapshot);
+  }
+
+  /** Replaces the backend list (config reload) and tells every watcher. */
+  update(backends: readonly BackendConfig[]): void {
+    this.snapshot = { epoch: this.snapshot.epoch + 1, backends: toEntries(backends) };
+    for (const listener of this.listeners) listener(this.snapshot);
+  }
+
+  async close(): Promise<void> {
+    this.listeners.clear();
+  }
+}
+
+function toEntries(backends: readonly BackendConfig[]): BackendEntry[] {
+  return backends.map(({ id, url, weight }) => ({ id, url, weight, state: 'active' as const }));
+}
