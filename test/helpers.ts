@@ -1,0 +1,252 @@
+// Test helpers: real processes (backends, the roomring CLI, redis-server) on free ports, real
+// WebSocket clients, and one cleanup list so every test tears down all it started.
+
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach } from 'vitest';
+import WebSocket from 'ws';
+import { stringify } from 'yaml';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const CLI = path.join(ROOT, 'bin', 'roomring.js');
+const BACKEND = path.join(ROOT, 'test', 'fixtures', 'backend.mjs');
+
+type Cleanup = () => unknown | Promise<unknown>;
+const cleanups: Cleanup[] = [];
+
+/** Registers a teardown step; all run (last first) after each test. */
+export function onCleanup(fn: Cleanup): void {
+  cleanups.push(fn);
+}
+
+afterEach(async () => {
+  while (cleanups.length > 0) {
+    const fn = cleanups.pop() as Cleanup;
+    try {
+      await fn();
+    } catch {
+      // Teardown keeps going: one failed cleanup must not leave the rest running.
+    }
+  }
+});
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export function tempDir(): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'roomring-test-'));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Writes `config` as YAML (or raw text) to a temp file and returns its path. */
+export function writeConfig(config: unknown, name = 'roomring.yaml'): string {
+  const file = path.join(tempDir(), name);
+  writeFileSync(file, typeof config === 'string' ? config : stringify(config));
+  return file;
+}
+
+/** Stops a child process: SIGTERM, then SIGKILL if it lingers. */
+export function stopProcess(child: ChildProcess, timeoutMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+export interface TestBackend {
+  id: string;
+  port: number;
+  url: string;
+  child: ChildProcess;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts the fixture backend as a process of its own on a free port. */
+export async function startBackend(id: string, port = 0): Promise<TestBackend> {
+  const child = fork(BACKEND, [id, String(port)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  onCleanup(() => stopProcess(child));
+  const bound = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: { port: number }) => resolve(m.port));
+    child.once('exit', (code) => reject(new Error(`backend ${id} exited (${code})`)));
+  });
+  const kill = (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill(signal);
+    });
+  return { id, port: bound, url: `http://127.0.0.1:${bound}`, child, kill };
+}
+
+export async function startBackends(ids: string[]): Promise<TestBackend[]> {
+  return Promise.all(ids.map((id) => startBackend(id)));
+}
+
+export interface RunningCli {
+  child: ChildProcess;
+  /** Everything written so far to stdout and stderr. */
+  output(): string;
+  /** Resolves when the output matches; rejects on exit or timeout. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+/** Runs the real CLI as a child process. */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): RunningCli {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d;
+  });
+  child.stderr?.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  onCleanup(() => stopProcess(child));
+  const waitFor = (pattern: RegExp, timeoutMs = 10_000): Promise<RegExpMatchArray> =>
+    new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const match = out.match(pattern);
+        if (match) {
+          cleanup();
+          resolve(match);
+        }
+        return match !== null;
+      };
+      const onExit = (): void => {
+        if (!check()) {
+          cleanup();
+          reject(new Error(`process exited before ${pattern}:\n${out}`));
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`timed out waiting for ${pattern}:\n${out}`));
+      }, timeoutMs);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        child.stdout?.off('data', check);
+        child.stderr?.off('data', check);
+        child.off('exit', onExit);
+      };
+      if (check()) return;
+      child.stdout?.on('data', check);
+      child.stderr?.on('data', check);
+      child.once('exit', onExit);
+    });
+  return { child, output: () => out, waitFor, exited, stop: () => stopProcess(child) };
+}
+
+/** Runs a CLI command to completion. */
+export async function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; output: string }> {
+  const cli = spawnCli(args, env);
+  const code = await cli.exited;
+  return { code, output: cli.output() };
+}
+
+export interface TestProxy extends RunningCli {
+  port: number;
+  url: string;
+  configFile: string;
+}
+
+/** Starts `roomring start` with `config` (listen port filled in) and waits until it listens. */
+export async function startProxy(
+  config: Record<string, unknown>,
+  extraArgs: string[] = [],
+): Promise<TestProxy> {
+  const port = await freePort();
+  const configFile = writeConfig({ ...config, listen: { host: '127.0.0.1', port } });
+  const cli = spawnCli(['start', '--config', configFile, ...extraArgs]);
+  await cli.waitFor(/roomring listening on/);
+  return { ...cli, port, url: `http://127.0.0.1:${port}`, configFile };
+}
+
+export function backendsConfig(backends: TestBackend[]): { id: string; url: string }[] {
+  return backends.map((b) => ({ id: b.id, url: b.url }));
+}
+
+export interface HttpResult {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** One HTTP request with a fresh connection (no agent), so tests see the proxy's own behaviour. */
+export function request(
+  url: string,
+  options: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      { method: options.method ?? 'GET', headers: options.headers, agent: false },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          body += d;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+export interface OpenSocket {
+  ws: WebSocket;
+  /** The backend's greeting: which server took the connection. */
+  hello: { server: string; url: string; headers: Record<string, string> };
+}
+
+/** Opens a WebSocket and waits for the backend's greeting. */
+export function openSocket(url: string, headers: Record<string, string> = {}): Promise<OpenSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers });
+    onCleanup(() => ws.terminate());
+    ws.once('message', (data) => resolve({ ws, hello: JSON.parse(String(data)) }));
+    ws.once('error', reject);
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`unexpected response ${res.statusCode}`)));
+  });
+}
+
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+  stepMs = 25,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}

@@ -1,0 +1,130 @@
+// The proxy end to end: the real CLI as a child process, real backend processes, real ws clients.
+import { describe, expect, it } from 'vitest';
+import {
+  backendsConfig,
+  openSocket,
+  request,
+  runCli,
+  startBackends,
+  startProxy,
+  waitUntil,
+} from './helpers.js';
+
+const ROOM_RULES = {
+  from: [{ path: '/rooms/:room' }, { query: 'room' }, { header: 'x-room-id' }],
+  onMissing: 'reject',
+};
+
+describe('sticky routing', () => {
+  it('keeps 300 rooms × 3 connections (path, query, header styles) on one backend each', async () => {
+    const backends = await startBackends(['b1', 'b2', 'b3']);
+    const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });
+    const ws = proxy.url.replace('http', 'ws');
+    const rooms = Array.from({ length: 300 }, (_, i) => `room-${i}`);
+    const servers = new Map<string, Set<string>>();
+    const seen = new Set<string>();
+    for (let i = 0; i < rooms.length; i += 50) {
+      await Promise.all(
+        rooms.slice(i, i + 50).flatMap((room) =>
+          [
+            openSocket(`${ws}/rooms/${encodeURIComponent(room)}`),
+            openSocket(`${ws}/socket?room=${encodeURIComponent(room)}`),
+            openSocket(`${ws}/socket`, { 'x-room-id': room }),
+          ].map(async (pending) => {
+            const { hello, ws: socket } = await pending;
+            seen.add(hello.server);
+            const set = servers.get(room) ?? new Set();
+            set.add(hello.server);
+            servers.set(room, set);
+            socket.close();
+          }),
+        ),
+      );
+    }
+    const split = [...servers.values()].filter((set) => set.size > 1).length;
+    expect(servers.size).toBe(300);
+    expect(split).toBe(0);
+    expect(seen.size).toBe(3);
+  });
+
+  it('sends HTTP and WebSocket traffic of a room to the same backend, and route agrees', async () => {
+    const backends = await startBackends(['b1', 'b2', 'b3']);
+    const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });
+    for (const room of ['lobby', 'kitchen', 'garden', 'caf\u00e9 ☕', 'a/b']) {
+      const encoded = encodeURIComponent(room);
+      const http = await request(`${proxy.url}/rooms/${encoded}`);
+      const { hello } = await openSocket(`${proxy.url.replace('http', 'ws')}/rooms/${encoded}/ws`);
+      const route = await runCli(['route', room, '--config', proxy.configFile, '--json']);
+      expect(route.code).toBe(0);
+      const routed = JSON.parse(route.output) as { room: string; backend: { id: string; url: string } };
+      expect(http.status).toBe(200);
+      expect(http.headers['x-served-by']).toBe(hello.server);
+      expect(routed.room).toBe(room);
+      expect(routed.backend.id).toBe(hello.server);
+    }
+  });
+
+  it('answers 400 with a coded JSON error when no room is found', async () => {
+    const backends = await startBackends(['b1']);
+    const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });
+    const res = await request(`${proxy.url}/nothing-here`);
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toMatch(/application\/json/);
+    expect(JSON.parse(res.body)).toEqual({
+      error: { code: 'ROOMRING_E_NO_ROOM', message: expect.any(String) },
+    });
+  });
+
+  it('spreads room-less requests with onMissing: random', async () => {
+    const backends = await startBackends(['b1', 'b2']);
+    const proxy = await startProxy({
+      room: { ...ROOM_RULES, onMissing: 'random' },
+      backends: backendsConfig(backends),
+    });
+    const seen = new Set<string>();
+    for (let i = 0; i < 40; i++)
+      seen.add(String((await request(`${proxy.url}/anything`)).headers['x-served-by']));
+    expect(seen).toEqual(new Set(['b1', 'b2']));
+  });
+
+  it('rejects a room id over 256 bytes with 414 and bad percent-encoding with 400', async () => {
+    const backends = await startBackends(['b1']);
+    const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });
+    const long = await request(
+      `${proxy.url}/rooms/${'é'.repeat(129).split('').map(encodeURIComponent).join('')}`,
+    );
+    expect(long.status).toBe(414);
+    expect(JSON.parse(long.body).error.code).toBe('ROOMRING_E_ROOM_TOO_LONG');
+    const ok = await request(`${proxy.url}/rooms/${encodeURIComponent('é'.repeat(128))}`);
+    expect(ok.status).toBe(200);
+    const bad = await request(`${proxy.url}/rooms/%E0%A4%A`);
+    expect(bad.status).toBe(400);
+    expect(JSON.parse(bad.body).error.code).toBe('ROOMRING_E_BAD_ROOM');
+  });
+});
+
+describe('failover without Redis', () => {
+  it("moves a killed backend's rooms to their successors and no other room", async () => {
+    const backends = await startBackends(['b1', 'b2', 'b3']);
+    const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });
+    const rooms = Array.from({ length: 60 }, (_, i) => `r${i}`);
+    const before = new Map<string, string>();
+    for (const room of rooms)
+      before.set(room, String((await request(`${proxy.url}/rooms/${room}`)).headers['x-served-by']));
+    const victim = backends[0];
+    await victim?.kill('SIGKILL');
+    const after = new Map<string, string>();
+    for (const room of rooms) {
+      const res = await request(`${proxy.url}/rooms/${room}`);
+      // No request is lost: the refused connection is retried on the successor.
+      expect(res.status).toBe(200);
+      after.set(room, String(res.headers['x-served-by']));
+    }
+    for (const room of rooms) {
+      if (before.get(room) === 'b1') expect(after.get(room)).not.toBe('b1');
+      else expect(after.get(room)).toBe(before.get(room));
+    }
+    expect([...before.values()].filter((s) => s === 'b1').length).toBeGreaterThan(0);
+    await waitUntil(() => /backend b1 refused a connection/.test(proxy.output()));
+  });
+});
