@@ -47,7 +47,8 @@ function compileRule(rule: RoomRule): Extractor {
     return (_req, _path, query) => queryParam(query, name);
   }
   if ('header' in rule) {
-    const name = rule.header;
+    // Node lower-cases incoming header names; a rule built without the schema may not be.
+    const name = rule.header.toLowerCase();
     return (req) => headerText(req.headers[name]);
   }
   const name = rule.cookie;
@@ -104,12 +105,22 @@ function cookieValue(header: string | null, name: string): string | null {
   return null;
 }
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
 function headerText(value: string | string[] | undefined): string | null {
   const text = Array.isArray(value) ? value[0] : value;
   if (text === undefined) return null;
-  // Node reads header bytes as latin1; a raw UTF-8 header value is re-read as UTF-8.
+  // Node reads header bytes as latin1; a raw UTF-8 header value is re-read as UTF-8. Bytes that
+  // are not UTF-8 are refused rather than turned into U+FFFD, which would merge distinct ids.
   // biome-ignore lint/suspicious/noControlCharactersInRegex: the range is the point: anything past ASCII
-  return /[^\x00-\x7f]/.test(text) ? Buffer.from(text, 'latin1').toString('utf8') : text;
+  if (!/[^\x00-\x7f]/.test(text)) return text;
+  // Past U+00FF the text did not come off the wire as bytes: it is already decoded.
+  if (/[\u0100-\uffff]/.test(text)) return text;
+  try {
+    return strictUtf8.decode(Buffer.from(text, 'latin1'));
+  } catch {
+    throw new RoomringError('ROOMRING_E_BAD_ROOM');
+  }
 }
 
 function decodeRoom(raw: string, plusIsSpace: boolean): string {
