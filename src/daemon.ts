@@ -7,6 +7,8 @@ import type { Config } from './config/schema.js';
 import { createLogger, type Logger } from './log.js';
 import { Pool } from './pool/pool.js';
 import { ProxyServer } from './proxy/proxy-server.js';
+import { RedisRegistry } from './registry/redis-registry.js';
+import type { Registry } from './registry/registry.js';
 import { StaticRegistry } from './registry/static-registry.js';
 
 export interface DaemonOptions {
@@ -19,7 +21,7 @@ export interface DaemonOptions {
 export class Daemon {
   readonly pool: Pool;
   readonly proxy: ProxyServer;
-  readonly registry: StaticRegistry;
+  readonly registry: Registry;
   readonly log: Logger;
   readonly startedAt = Date.now();
   address: AddressInfo | undefined;
@@ -31,7 +33,7 @@ export class Daemon {
   ) {
     this.log = options.logger ?? createLogger(config.log.level);
     this.pool = new Pool(config.failover);
-    this.registry = new StaticRegistry(config.backends);
+    this.registry = createRegistry(config, this.log);
     this.proxy = new ProxyServer(this.pool, config);
     this.pool.on('ring', (ring, previous) =>
       this.log.info(
@@ -102,7 +104,13 @@ export class Daemon {
     this.log.level = config.log.level;
     this.pool.setCoolOff(config.failover);
     this.proxy.configure(config);
-    this.registry.update(config.backends);
+    if ((config.registry === undefined) !== (this.registry.mode === 'static')) {
+      this.log.warn(
+        { event: 'reload' },
+        'switching between the static list and the Redis registry needs a restart',
+      );
+    }
+    this.registry.reconfigure(config);
     this.log.info({ event: 'reload', backends: config.backends.length }, 'config reloaded');
     return true;
   }
@@ -146,6 +154,12 @@ export function attachToProcess(daemon: Daemon, onStopped: () => void = () => pr
   process.on('uncaughtException', (error) =>
     daemon.log.error({ err: error, event: 'uncaught-exception' }, 'uncaught exception'),
   );
+}
+
+function createRegistry(config: Config, log: Logger): Registry {
+  if (config.registry === undefined) return new StaticRegistry(config.backends);
+  const url = process.env.REDIS_URL || config.registry.redis;
+  return new RedisRegistry({ url, config: config.registry, staticBackends: config.backends, log });
 }
 
 function hostForUrl(address: AddressInfo): string {

@@ -10,6 +10,7 @@ import { runDaemon } from '../daemon.js';
 import { runDemo } from '../demo/demo.js';
 import { ConfigError } from '../errors.js';
 import { Pool } from '../pool/pool.js';
+import { backendsCommand, registerCommand } from './registry-commands.js';
 
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
@@ -114,6 +115,8 @@ await yargs(hideBin(process.argv))
       }
     },
   )
+  .command(registerCommand(fail))
+  .command(backendsCommand(fail))
   .command(
     'schema',
     'Print the JSON Schema of the config file',

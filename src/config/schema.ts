@@ -1,6 +1,7 @@
 // The one schema of roomring's configuration: every field with its type, default and a one-line description.
 // It validates config files and emits the JSON Schema for editors (`roomring schema`).
 
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 
@@ -21,7 +22,7 @@ const duration = (fallback: string, description: string) =>
     .prefault(fallback)
     .describe(description);
 
-const httpUrl = z
+export const httpUrl = z
   .string()
   .refine(
     (text) => {
@@ -36,13 +37,16 @@ const httpUrl = z
   )
   .describe('Where the backend listens, e.g. http://10.0.0.5:9001');
 
-const ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+export const BACKEND_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
 export const backendSchema = z
   .strictObject({
     id: z
       .string()
-      .regex(ID, 'expected 1-128 characters of letters, digits, . _ : - (starting with a letter or digit)')
+      .regex(
+        BACKEND_ID,
+        'expected 1-128 characters of letters, digits, . _ : - (starting with a letter or digit)',
+      )
       .describe('Stable, unique name of the backend; the ring places rooms by it'),
     url: httpUrl,
     weight: z
@@ -77,6 +81,63 @@ const cookieRule = z.strictObject({ cookie: z.string().min(1).describe('Cookie t
 export const roomRuleSchema = z.union([pathRule, queryRule, headerRule, cookieRule], {
   error: 'expected one of {path: /rooms/:room}, {query: NAME}, {header: NAME} or {cookie: NAME}',
 });
+
+/** True for `10.0.0.0/8`, `::1/128`, `127.0.0.1`, `backend.local`, `*.svc.cluster.local`. */
+function isAllowRule(rule: string): boolean {
+  const [address, bits, extra] = rule.split('/');
+  const family = isIP(address ?? '');
+  if (extra !== undefined) return false;
+  if (bits !== undefined) {
+    const n = Number(bits);
+    return family !== 0 && /^\d+$/.test(bits) && n <= (family === 6 ? 128 : 32);
+  }
+  return family !== 0 || /^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*$/.test(rule);
+}
+
+const redisUrl = z
+  .string()
+  .refine(
+    (text) => {
+      try {
+        return ['redis:', 'rediss:'].includes(new URL(text).protocol);
+      } catch {
+        return false;
+      }
+    },
+    { message: 'expected a redis:// or rediss:// URL, e.g. redis://:password@10.0.0.2:6379/0' },
+  )
+  .describe(
+    'Redis server URL (rediss:// for TLS; user:password@ allowed); the REDIS_URL environment variable overrides it',
+  );
+
+export const registrySchema = z
+  .strictObject({
+    redis: redisUrl,
+    cluster: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,64}$/, 'expected 1-64 letters, digits, . _ -')
+      .default('default')
+      .describe('Namespace of this set of backends; several clusters can share one Redis'),
+    allow: z
+      .array(
+        z
+          .string()
+          .refine(isAllowRule, { message: 'expected a CIDR (10.0.0.0/8), an IP, a hostname or *.domain' }),
+      )
+      .optional()
+      .describe('Hosts registry entries may point at (CIDRs, IPs, hostnames, *.suffix); absent: any host'),
+    resync: duration('5s', 'Full reload of the registry this often, in case a pub/sub notice was lost'),
+    debounce: duration('10ms', 'Wait this long after a change notice before reloading, to batch bursts'),
+    leaderLease: duration(
+      '5s',
+      'Lease of the proxy that reaps expired heartbeats; another takes over after it',
+    ),
+    reapInterval: duration(
+      '1s',
+      'How often the leader removes backends whose heartbeat is older than their ttl',
+    ),
+  })
+  .describe('Redis registry: backends register themselves; without this section the backends list is used');
 
 export const configSchema = z
   .strictObject({
@@ -123,7 +184,10 @@ export const configSchema = z
           seen.add(backend.id);
         });
       })
-      .describe('Backends known from the config file'),
+      .describe(
+        'Backends known from the config file (with a registry: entries that exist without heartbeats)',
+      ),
+    registry: registrySchema.optional(),
     timeouts: z
       .strictObject({
         connect: duration('5s', 'Time allowed to open a connection to a backend'),
@@ -177,6 +241,7 @@ export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
 export type BackendConfig = z.output<typeof backendSchema>;
 export type RoomRule = z.output<typeof roomRuleSchema>;
+export type RegistryConfig = z.output<typeof registrySchema>;
 
 export function configJsonSchema(): unknown {
   return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' });

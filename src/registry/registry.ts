@@ -1,5 +1,7 @@
 // Where backends come from: a registry produces snapshots of the backend set; the pool consumes them.
 
+import type { Config } from '../config/schema.js';
+
 export type BackendState = 'active' | 'draining';
 
 /** One backend as a registry knows it. */
@@ -18,9 +20,24 @@ export interface RegistrySnapshot {
 
 export type SnapshotListener = (snapshot: RegistrySnapshot) => void;
 
+/** What a registry reports about itself for status pages. */
+export interface RegistryStatus {
+  mode: 'static' | 'redis';
+  /** Redis mode: whether the registry answers now; static mode is always connected. */
+  connected: boolean;
+  /** When the registry stopped answering (the snapshot in force is stale since then). */
+  staleSince: number | undefined;
+  epoch: number;
+  cluster?: string;
+  leader?: boolean;
+}
+
 /** A discovery source. `watch` delivers the current snapshot at once, then every change. */
 export interface Registry {
-  readonly mode: string;
+  readonly mode: 'static' | 'redis';
   watch(listener: SnapshotListener): Promise<void>;
+  /** Applies a reloaded config (static backends, allow list); connections are kept. */
+  reconfigure(config: Config): void;
+  status(): RegistryStatus;
   close(): Promise<void>;
 }

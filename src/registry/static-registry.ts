@@ -1,10 +1,16 @@
 // The embedded registry: the backends listed in the config file, replaced on reload.
 
-import type { BackendConfig } from '../config/schema.js';
-import type { BackendEntry, Registry, RegistrySnapshot, SnapshotListener } from './registry.js';
+import type { BackendConfig, Config } from '../config/schema.js';
+import type {
+  BackendEntry,
+  Registry,
+  RegistrySnapshot,
+  RegistryStatus,
+  SnapshotListener,
+} from './registry.js';
 
 export class StaticRegistry implements Registry {
-  readonly mode = 'static';
+  readonly mode = 'static' as const;
   private snapshot: RegistrySnapshot;
   private readonly listeners = new Set<SnapshotListener>();
 
@@ -18,9 +24,13 @@ export class StaticRegistry implements Registry {
   }
 
   /** Replaces the backend list (config reload) and tells every watcher. */
-  update(backends: readonly BackendConfig[]): void {
-    this.snapshot = { epoch: this.snapshot.epoch + 1, backends: toEntries(backends) };
+  reconfigure(config: Config): void {
+    this.snapshot = { epoch: this.snapshot.epoch + 1, backends: toEntries(config.backends) };
     for (const listener of this.listeners) listener(this.snapshot);
+  }
+
+  status(): RegistryStatus {
+    return { mode: 'static', connected: true, staleSince: undefined, epoch: this.snapshot.epoch };
   }
 
   async close(): Promise<void> {

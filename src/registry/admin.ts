@@ -1,0 +1,99 @@
+// Operator commands against the registry (`roomring backends ...`): list, add, remove, drain, undrain.
+
+import { Redis } from 'ioredis';
+import { readEntry } from './entry.js';
+import { type RegistryKeys, registryKeys } from './keys.js';
+import { redisOptions } from './redis-connections.js';
+import { DEREGISTER, membershipKeys, REGISTER, runScript, SET_FIELD, SNAPSHOT } from './scripts.js';
+
+export interface BackendRow {
+  id: string;
+  url: string | null;
+  weight: number | null;
+  state: string | null;
+  /** ms since the last heartbeat, or null for entries without heartbeats. */
+  heartbeatAgeMs: number | null;
+  ttlMs: number | null;
+  epoch: number;
+  /** Why proxies skip this entry, or null when it is usable. */
+  invalid: string | null;
+}
+
+export class RegistryAdmin {
+  private readonly redis: Redis;
+  private readonly keys: RegistryKeys;
+
+  constructor(url: string, cluster: string) {
+    this.keys = registryKeys(cluster);
+    this.redis = new Redis(url, {
+      ...redisOptions('roomring:admin'),
+      retryStrategy: () => null,
+      enableOfflineQueue: true,
+    });
+    this.redis.on('error', () => {});
+  }
+
+  async list(): Promise<BackendRow[]> {
+    const [epoch, now, flat, expires] = (await runScript(
+      this.redis,
+      SNAPSHOT,
+      membershipKeys(this.keys),
+      [],
+    )) as [number, number, string[], string[]];
+    const deadlines = new Map<string, number>();
+    for (let i = 0; i < expires.length; i += 2) deadlines.set(expires[i] as string, Number(expires[i + 1]));
+    const rows: BackendRow[] = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      const id = flat[i] as string;
+      const raw = flat[i + 1] as string;
+      const result = readEntry(id, raw);
+      let fields: { url?: unknown; weight?: unknown; state?: unknown; ttl?: unknown } = {};
+      try {
+        fields = JSON.parse(raw) as typeof fields;
+      } catch {
+        // Shown as invalid below.
+      }
+      const ttl = typeof fields.ttl === 'number' && fields.ttl > 0 ? fields.ttl : null;
+      const deadline = deadlines.get(id);
+      rows.push({
+        id,
+        url: typeof fields.url === 'string' ? fields.url : null,
+        weight: typeof fields.weight === 'number' ? fields.weight : null,
+        state: typeof fields.state === 'string' ? fields.state : null,
+        heartbeatAgeMs: deadline !== undefined && ttl !== null ? Math.max(0, now - (deadline - ttl)) : null,
+        ttlMs: ttl,
+        epoch,
+        invalid: result.ok ? null : result.reason,
+      });
+    }
+    return rows.sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  /** Adds (or replaces) an entry that exists without heartbeats. */
+  async add(id: string, url: string, weight = 1): Promise<void> {
+    const entry = JSON.stringify({ url, weight, state: 'active' });
+    const check = readEntry(id, entry);
+    if (!check.ok) throw new Error(`cannot add '${id}': ${check.reason}`);
+    await runScript(this.redis, REGISTER, membershipKeys(this.keys), [this.keys.events, id, entry, 0, 'put']);
+  }
+
+  async remove(id: string): Promise<boolean> {
+    return (await runScript(this.redis, DEREGISTER, membershipKeys(this.keys), [this.keys.events, id])) === 1;
+  }
+
+  /** Sets `state` or `weight`; returns false when there is no such backend. */
+  async set(id: string, field: 'state' | 'weight', value: string | number): Promise<boolean> {
+    const result = await runScript(this.redis, SET_FIELD, membershipKeys(this.keys), [
+      this.keys.events,
+      id,
+      field,
+      JSON.stringify(value),
+    ]);
+    return result !== -1;
+  }
+
+  async close(): Promise<void> {
+    await this.redis.quit().catch(() => undefined);
+    this.redis.disconnect();
+  }
+}

@@ -1,0 +1,246 @@
+// The Redis registry as a proxy sees it: subscribe to change notices first, then load a full
+// snapshot in one round trip; reload on each notice (debounced) and periodically, since pub/sub is
+// at-most-once. When Redis is away the last snapshot stays in force (static stability). The proxy
+// holding the leader lease reaps backends whose heartbeats expired.
+
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { BackendConfig, Config, RegistryConfig } from '../config/schema.js';
+import { compileAllowList } from './allow.js';
+import { readEntry } from './entry.js';
+import { type RegistryKeys, registryKeys } from './keys.js';
+import { RedisConnections } from './redis-connections.js';
+import type { BackendEntry, Registry, RegistryStatus, SnapshotListener } from './registry.js';
+import { HOLD_LEASE, membershipKeys, REAP, RELEASE_LEASE, runScript, SNAPSHOT } from './scripts.js';
+
+export interface RedisRegistryOptions {
+  url: string;
+  config: RegistryConfig;
+  /** Entries from the config file, which exist without heartbeats; a registry entry of the same id wins. */
+  staticBackends: readonly BackendConfig[];
+  log: Logger;
+}
+
+const FIRST_LOAD_TIMEOUT_MS = 2000;
+
+export class RedisRegistry implements Registry {
+  readonly mode = 'redis' as const;
+  readonly keys: RegistryKeys;
+  readonly connections: RedisConnections;
+  private readonly holder = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+  private listener: SnapshotListener | undefined;
+  private staticBackends: readonly BackendConfig[];
+  private allowed: ((host: string) => boolean) | undefined;
+  private readonly warned = new Map<string, string>();
+  private readonly parsed = new Map<string, { raw: string; entry: BackendEntry }>();
+  private timers: NodeJS.Timeout[] = [];
+  private debounceTimer: NodeJS.Timeout | undefined;
+  private loading: Promise<void> | undefined;
+  private reloadAgain = false;
+  private isLeader = false;
+  private epoch = 0;
+  private lastLoadAt: number | undefined;
+  private closed = false;
+
+  constructor(private readonly options: RedisRegistryOptions) {
+    this.keys = registryKeys(options.config.cluster);
+    this.staticBackends = options.staticBackends;
+    this.allowed = compileAllowList(options.config.allow);
+    this.connections = new RedisConnections(options.url, `roomring:${options.config.cluster}`);
+  }
+
+  private get log(): Logger {
+    return this.options.log;
+  }
+
+  async watch(listener: SnapshotListener): Promise<void> {
+    this.listener = listener;
+    const { subscriber } = this.connections;
+    subscriber.on('message', (channel: string) => {
+      if (channel === this.keys.events) this.scheduleReload();
+    });
+    this.connections.on('lost', (reason) =>
+      this.log.warn(
+        { event: 'registry-lost', reason },
+        `registry unreachable (${reason}); routing on the last snapshot (epoch ${this.epoch}) until it returns`,
+      ),
+    );
+    this.connections.on('ready', () => {
+      if (this.lastLoadAt !== undefined)
+        this.log.info({ event: 'registry-regained' }, 'registry reachable again; resyncing');
+      void this.reload();
+    });
+    // Subscribe before the first load, so no change between the two is missed.
+    const subscribed = subscriber.subscribe(this.keys.events).then(
+      () => true,
+      () => false,
+    );
+    const first = await withTimeout(
+      subscribed.then(() => this.reload()).then(() => this.lastLoadAt !== undefined),
+      FIRST_LOAD_TIMEOUT_MS,
+    );
+    if (first !== true) {
+      this.log.warn(
+        { event: 'registry-unreachable-at-start', static: this.staticBackends.length },
+        `registry unreachable at start; routing on the ${this.staticBackends.length} static backend(s) until it answers`,
+      );
+      listener({ epoch: 0, backends: this.staticEntries(new Set()) });
+    }
+    this.timers.push(setInterval(() => void this.reload(), this.options.config.resync).unref());
+    this.timers.push(setInterval(() => void this.lead(), this.options.config.reapInterval).unref());
+  }
+
+  /** Takes a reloaded config: static entries and the allow list change; the connection stays. */
+  reconfigure(config: Config): void {
+    this.staticBackends = config.backends;
+    this.allowed = compileAllowList(config.registry?.allow);
+    this.parsed.clear();
+    void this.reload();
+  }
+
+  status(): RegistryStatus {
+    return {
+      mode: 'redis',
+      cluster: this.options.config.cluster,
+      connected: this.connections.connected,
+      staleSince: this.connections.lostSince,
+      epoch: this.epoch,
+      leader: this.isLeader,
+    };
+  }
+
+  private scheduleReload(): void {
+    if (this.debounceTimer !== undefined) return;
+    this.debounceTimer = setTimeout(() => {
+      this.debounceTimer = undefined;
+      void this.reload();
+    }, this.options.config.debounce);
+  }
+
+  /** Loads a snapshot; one load at a time, with one more queued if a notice came in meanwhile. */
+  reload(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    if (this.loading !== undefined) {
+      this.reloadAgain = true;
+      return this.loading;
+    }
+    this.loading = this.load()
+      .catch((error: unknown) =>
+        this.log.debug({ err: error }, 'registry load failed; keeping the last snapshot'),
+      )
+      .finally(() => {
+        this.loading = undefined;
+        if (this.reloadAgain) {
+          this.reloadAgain = false;
+          void this.reload();
+        }
+      });
+    return this.loading;
+  }
+
+  private async load(): Promise<void> {
+    const reply = (await runScript(this.connections.commands, SNAPSHOT, membershipKeys(this.keys), [])) as [
+      number,
+      number,
+      string[],
+      string[],
+    ];
+    const [epoch, , flat] = reply;
+    const entries: BackendEntry[] = [];
+    const seen = new Set<string>();
+    for (let i = 0; i < flat.length; i += 2) {
+      const id = flat[i] as string;
+      const raw = flat[i + 1] as string;
+      seen.add(id);
+      const entry = this.entryOf(id, raw);
+      if (entry !== undefined) entries.push(entry);
+    }
+    for (const id of this.parsed.keys()) if (!seen.has(id)) this.parsed.delete(id);
+    for (const id of this.warned.keys()) if (!seen.has(id)) this.warned.delete(id);
+    entries.push(...this.staticEntries(seen));
+    this.epoch = epoch;
+    this.lastLoadAt = Date.now();
+    this.listener?.({ epoch, backends: entries });
+  }
+
+  /** Parses an entry, reusing the last result while its JSON is unchanged; warns once per bad version. */
+  private entryOf(id: string, raw: string): BackendEntry | undefined {
+    const cached = this.parsed.get(id);
+    if (cached?.raw === raw) return cached.entry;
+    const result = readEntry(id, raw, this.allowed);
+    if (result.ok) {
+      this.parsed.set(id, { raw, entry: result.entry });
+      this.warned.delete(id);
+      return result.entry;
+    }
+    this.parsed.delete(id);
+    if (this.warned.get(id) !== raw) {
+      this.warned.set(id, raw);
+      this.log.warn(
+        { event: 'registry-entry-skipped', backend: id, reason: result.reason },
+        `skipping registry entry '${id}': ${result.reason}`,
+      );
+    }
+    return undefined;
+  }
+
+  private staticEntries(registered: Set<string>): BackendEntry[] {
+    return this.staticBackends
+      .filter((b) => !registered.has(b.id))
+      .map(({ id, url, weight }) => ({ id, url, weight, state: 'active' as const }));
+  }
+
+  /** Holds or takes the leader lease; the leader removes backends whose heartbeats expired. */
+  private async lead(): Promise<void> {
+    if (this.closed || !this.connections.connected) return;
+    try {
+      const { commands } = this.connections;
+      const held =
+        (await runScript(
+          commands,
+          HOLD_LEASE,
+          [this.keys.leader],
+          [this.holder, this.options.config.leaderLease],
+        )) === 1;
+      if (held !== this.isLeader) {
+        this.isLeader = held;
+        if (held) this.log.info({ event: 'leader' }, 'this proxy now holds the registry leader lease');
+      }
+      if (!held) return;
+      const reaped = (await runScript(commands, REAP, membershipKeys(this.keys), [
+        this.keys.events,
+      ])) as string[];
+      if (reaped.length > 0) {
+        this.log.info(
+          { event: 'backends-expired', backends: reaped },
+          `removed ${reaped.length} backend(s) whose heartbeat expired`,
+        );
+      }
+    } catch (error) {
+      this.log.debug({ err: error }, 'leader step failed');
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const timer of this.timers) clearInterval(timer);
+    clearTimeout(this.debounceTimer);
+    if (this.isLeader && this.connections.connected) {
+      await runScript(this.connections.commands, RELEASE_LEASE, [this.keys.leader], [this.holder]).catch(
+        () => undefined,
+      );
+    }
+    await this.connections.close();
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise.finally(() => clearTimeout(timer)),
+    new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), ms);
+    }),
+  ]);
+}
