@@ -73,7 +73,7 @@ function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides
 function describeIssue(issue: z.core.$ZodIssue, doc?: Document, lines?: LineCounter): string {
   const path = issue.path.map(String);
   let field = path.length === 0 ? '(top level)' : formatPath(issue.path);
-  let message = issue.message;
+  let message = plainMessage(issue.message);
   if (issue.code === 'unrecognized_keys') {
     const key = issue.keys[0] ?? '';
     field = formatPath([...issue.path, key]);
@@ -82,6 +82,13 @@ function describeIssue(issue: z.core.$ZodIssue, doc?: Document, lines?: LineCoun
   }
   const line = doc && lines ? lineOf(doc, lines, path) : undefined;
   return `${field}: ${message}${line === undefined ? '' : ` (line ${line})`}`;
+}
+
+/** Zod's wording minus its 'Invalid input:' lead, and a missing field said as such. */
+function plainMessage(message: string): string {
+  const text = message.replace(/^(?:Invalid (?:input|option)|Too (?:big|small)): /, '');
+  const missing = /^(expected [^,]+), received undefined$/.exec(text);
+  return missing === null ? text : `missing; ${missing[1]}`;
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
