@@ -250,3 +250,48 @@ export async function waitUntil(
     await new Promise((r) => setTimeout(r, stepMs));
   }
 }
+
+export interface TestRedis {
+  port: number;
+  url: string;
+  /** Stops the server (SIGKILL by default: Redis vanishes as in a crash). */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again on the same port, empty (no persistence). */
+  start(): Promise<void>;
+}
+
+/** A throwaway redis-server on a free port, without persistence; never a shared instance. */
+export async function startRedis(): Promise<TestRedis> {
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const start = async (): Promise<void> => {
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child = proc;
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      const onData = (d: Buffer): void => {
+        out += d;
+        if (out.includes('Ready to accept connections')) {
+          proc.stdout?.off('data', onData);
+          proc.stdout?.resume();
+          resolve();
+        }
+      };
+      proc.stdout?.on('data', onData);
+      proc.once('exit', (code) => reject(new Error(`redis-server exited (${code}):\n${out}`)));
+    });
+  };
+  const stop = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+    const proc = child;
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      proc.once('exit', () => resolve());
+      proc.kill(signal);
+    });
+  };
+  await start();
+  onCleanup(() => stop());
+  return { port, url: `redis://127.0.0.1:${port}`, stop, start };
+}

@@ -41,6 +41,8 @@ export class RedisRegistry implements Registry {
   private isLeader = false;
   private epoch = 0;
   private lastLoadAt: number | undefined;
+  private lastEntries: readonly BackendEntry[] = [];
+  private recoverUntil: number | undefined;
   private closed = false;
 
   constructor(private readonly options: RedisRegistryOptions) {
@@ -159,9 +161,33 @@ export class RedisRegistry implements Registry {
     for (const id of this.parsed.keys()) if (!seen.has(id)) this.parsed.delete(id);
     for (const id of this.warned.keys()) if (!seen.has(id)) this.warned.delete(id);
     entries.push(...this.staticEntries(seen));
+    this.keepThroughRestart(epoch, entries);
+    this.lastEntries = entries;
     this.epoch = epoch;
     this.lastLoadAt = Date.now();
     this.listener?.({ epoch, backends: entries });
+  }
+
+  /**
+   * An epoch lower than the last one means Redis lost its data (a restart without persistence).
+   * Backends re-register within a third of their ttl; until then, for one resync period, entries
+   * known before are kept, so the ring never empties because Redis came back empty.
+   */
+  private keepThroughRestart(epoch: number, entries: BackendEntry[]): void {
+    if (this.lastLoadAt !== undefined && epoch < this.epoch) {
+      this.recoverUntil = Date.now() + this.options.config.resync;
+      this.log.warn(
+        { event: 'registry-reset', epoch, was: this.epoch },
+        'registry epoch went back (Redis lost its data); keeping known backends while they re-register',
+      );
+    }
+    if (this.recoverUntil === undefined) return;
+    if (Date.now() >= this.recoverUntil) {
+      this.recoverUntil = undefined;
+      return;
+    }
+    const present = new Set(entries.map((e) => e.id));
+    for (const entry of this.lastEntries) if (!present.has(entry.id)) entries.push(entry);
   }
 
   /** Parses an entry, reusing the last result while its JSON is unchanged; warns once per bad version. */
