@@ -5,6 +5,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { BackendConfig, Config, RegistryConfig } from '../config/schema.js';
 import { compileAllowList } from './allow.js';
@@ -23,6 +24,8 @@ export interface RedisRegistryOptions {
 }
 
 const FIRST_LOAD_TIMEOUT_MS = 2000;
+/** Entries (times two: the reply is a flat id/value list) parsed between event-loop turns. */
+const PARSE_SLICE = 2 * 100;
 
 export class RedisRegistry implements Registry {
   readonly mode = 'redis' as const;
@@ -152,6 +155,8 @@ export class RedisRegistry implements Registry {
     const entries: BackendEntry[] = [];
     const seen = new Set<string>();
     for (let i = 0; i < flat.length; i += 2) {
+      // Large registries are parsed in slices, so the proxy's event loop never stalls on a reload.
+      if (i > 0 && i % PARSE_SLICE === 0) await yieldToEventLoop();
       const id = flat[i] as string;
       const raw = flat[i + 1] as string;
       seen.add(id);
