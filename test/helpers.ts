@@ -2,7 +2,7 @@
 // WebSocket clients, and one cleanup list so every test tears down all it started.
 
 import { type ChildProcess, fork, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -265,9 +265,13 @@ export async function startRedis(): Promise<TestRedis> {
   const port = await freePort();
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const proc = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     child = proc;
     let out = '';
     await new Promise<void>((resolve, reject) => {
@@ -294,4 +298,68 @@ export async function startRedis(): Promise<TestRedis> {
   await start();
   onCleanup(() => stop());
   return { port, url: `redis://127.0.0.1:${port}`, stop, start };
+}
+
+/** Open sockets of a process (Linux): its file descriptors that link to `socket:[inode]`. */
+export function socketCount(pid: number): number {
+  let count = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith('socket:')) count++;
+    } catch {
+      // The descriptor closed between the listing and the read.
+    }
+  }
+  return count;
+}
+
+/** Waits until the process has `expected` open sockets; the error says how many it had. */
+export async function waitForSocketCount(pid: number, expected: number, timeoutMs = 5000): Promise<void> {
+  try {
+    await waitUntil(() => socketCount(pid) === expected, timeoutMs);
+  } catch {
+    throw new Error(`process ${pid} has ${socketCount(pid)} open sockets, expected ${expected}`);
+  }
+}
+
+export interface SilentServer {
+  port: number;
+  url: string;
+  /** Connections accepted so far. */
+  readonly accepted: number;
+  /** Connections still open (the peer has not closed them). */
+  readonly open: number;
+}
+
+/** A TCP server that accepts connections and never writes a byte: a hung backend. */
+export async function startSilentServer(): Promise<SilentServer> {
+  const sockets = new Set<net.Socket>();
+  let accepted = 0;
+  const server = net.createServer((socket) => {
+    accepted++;
+    sockets.add(socket);
+    socket.on('error', () => socket.destroy());
+    socket.once('close', () => sockets.delete(socket));
+    // Reads (and drops) what arrives, so the peer's writes never block on a full window.
+    socket.resume();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  onCleanup(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  const { port } = server.address() as AddressInfo;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    get accepted() {
+      return accepted;
+    },
+    get open() {
+      return sockets.size;
+    },
+  };
 }
