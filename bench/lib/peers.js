@@ -116,10 +116,10 @@ ${servers}
 
 /**
  * Builds a peer: `{name, proxied, describe, start(), stop(), restart(), pids(), port}`.
- * `opts`: {dir, backendPorts, port, threads, nodeArgs}.
+ * `opts`: {dir, backendPorts, port, threads, nodeArgs, root (a roomring checkout with dist/ built)}.
  */
 export function makePeer(name, opts) {
-  const { dir, backendPorts, port, threads = 1, nodeArgs = [] } = opts;
+  const { dir, backendPorts, port, threads = 1, nodeArgs = [], root = ROOT } = opts;
   let procs = [];
   const peer = {
     name,
@@ -156,8 +156,8 @@ export function makePeer(name, opts) {
         const proc = await start(
           'roomring',
           process.execPath,
-          [...nodeArgs, join(ROOT, 'bin/roomring.js'), 'start', '--config', file],
-          { ready: /roomring listening on/, cwd: ROOT },
+          [...nodeArgs, join(root, 'bin/roomring.js'), 'start', '--config', file],
+          { ready: /roomring listening on/, cwd: root },
         );
         return [proc];
       }

@@ -2,8 +2,6 @@
 // how many rooms move when a backend is added or removed.
 import { performance } from 'node:perf_hooks';
 
-const ringModule = new URL('../../dist/ring/index.js', import.meta.url);
-
 function members(n, weighted = false) {
   return Array.from({ length: n }, (_, i) => ({ id: `backend-${i}`, weight: weighted ? 1 + (i % 4) : 1 }));
 }
@@ -26,8 +24,8 @@ function timeLoop(fn, budgetMs) {
   return ((now - started) * 1e6) / ops;
 }
 
-export async function ringBench({ budgetMs = 400 } = {}) {
-  const { Ring } = await import(ringModule.href);
+export async function ringBench({ budgetMs = 400, root = new URL('../../', import.meta.url) } = {}) {
+  const { Ring } = await import(new URL('dist/ring/index.js', root).href);
   const sample = rooms(10_000);
   const lookup = [];
   let sink = 0;

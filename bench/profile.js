@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+// Profiles roomring under one load at a time: `node bench/profile.js [http|upgrades|messages|echo ...]`
+// (default: all four). Each load gets a fresh proxy started with `node --cpu-prof`; the profile is
+// written when the proxy exits on SIGTERM, then summarised (bench/cpuprofile-summary.js).
+// Profiles land in bench/profiles/ (git-ignored). PROFILE_SECONDS sets each load's length (10).
+import { spawn } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { summarize } from './cpuprofile-summary.js';
+import { makePeer } from './lib/peers.js';
+import { freePort, installCleanup, start, stopAll, treeCpu } from './lib/procs.js';
+import { wrk } from './lib/wrk.js';
+
+const BENCH = fileURLToPath(new URL('./', import.meta.url));
+const seconds = Number(process.env.PROFILE_SECONDS ?? 10);
+const modes =
+  process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['http', 'upgrades', 'messages', 'echo'];
+const outDir = join(BENCH, 'profiles');
+
+async function startClient() {
+  const child = spawn(process.execPath, [join(BENCH, 'clients/ws-client.js')], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    detached: true,
+  });
+  await new Promise((resolve) => child.once('message', resolve));
+  const cmd = (message) =>
+    new Promise((resolve, reject) => {
+      child.once('message', (reply) => (reply.ok ? resolve(reply) : reject(new Error(reply.error))));
+      child.send(message);
+    });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const stop = () => {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+    return exited;
+  };
+  process.on('exit', stop);
+  return { cmd, stop };
+}
+
+async function main() {
+  installCleanup();
+  mkdirSync(outDir, { recursive: true });
+  const dir = mkdtempSync(join(os.tmpdir(), 'roomring-profile-'));
+  const backends = [];
+  let client;
+  try {
+    const backendPorts = [await freePort(), await freePort(), await freePort()];
+    for (const [i, port] of backendPorts.entries()) {
+      backends.push(
+        await start(
+          `backend b${i + 1}`,
+          process.execPath,
+          [join(BENCH, 'servers/backend.js'), `b${i + 1}`, String(port)],
+          { ready: /listening on/, cwd: BENCH },
+        ),
+      );
+    }
+    client = await startClient();
+    for (const mode of modes) {
+      const name = `roomring-${mode}.cpuprofile`;
+      rmSync(join(outDir, name), { force: true });
+      const port = await freePort();
+      const peer = makePeer('roomring', {
+        dir,
+        backendPorts,
+        port,
+        nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=${name}`],
+      });
+      await peer.start();
+      const http = `http://127.0.0.1:${port}/api/state`;
+      const ws = `ws://127.0.0.1:${port}/ws`;
+      const cpu0 = treeCpu(peer.pids());
+      let figure = '';
+      if (mode === 'http') {
+        const w = await wrk(http, { seconds, connections: 64 });
+        figure = `${w.requests} requests`;
+        figure += `, ${(w.requests / (treeCpu(peer.pids()) - cpu0)).toFixed(0)} per CPU-s`;
+      } else if (mode === 'upgrades') {
+        const r = await client.cmd({ cmd: 'upgrades', url: ws, seconds, concurrency: 16, rooms: 1000 });
+        figure = `${r.count} upgrades, ${(r.count / (treeCpu(peer.pids()) - cpu0)).toFixed(0)} per CPU-s`;
+      } else if (mode === 'messages') {
+        const r = await client.cmd({ cmd: 'throughput', url: ws, seconds, window: 16, size: 64 });
+        figure = `${r.messages} messages, ${(r.messages / (treeCpu(peer.pids()) - cpu0)).toFixed(0)} per CPU-s`;
+      } else if (mode === 'echo') {
+        await client.cmd({ cmd: 'open', url: ws, conns: 1000, rooms: 200 });
+        const r = await client.cmd({ cmd: 'echo', seconds, rate: 2000, size: 64 });
+        await client.cmd({ cmd: 'closeAll' });
+        figure = `${r.received} echoes, p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms`;
+      } else throw new Error(`unknown mode ${mode}`);
+      await peer.stop();
+      const file = join(outDir, name);
+      if (!existsSync(file)) {
+        throw new Error(
+          `no profile written (${readdirSync(outDir).join(', ')})\n${peer.output().slice(-2000)}`,
+        );
+      }
+      const text = `# roomring under ${mode} load for ${seconds}s: ${figure}\n${summarize(JSON.parse(readFileSync(file, 'utf8')), 30)}\n`;
+      writeFileSync(join(outDir, `roomring-${mode}.txt`), text);
+      process.stdout.write(`${text}\n`);
+    }
+  } finally {
+    await client?.stop();
+    await Promise.all(backends.map((b) => b.stop()));
+    await stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch(async (error) => {
+  process.stderr.write(`profile: ${error?.stack ?? error}\n`);
+  await stopAll();
+  process.exit(1);
+});
