@@ -4,6 +4,7 @@
 import type { AddressInfo } from 'node:net';
 import { type ConfigOverrides, loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
+import { HealthCoordinator } from './health-coordinator.js';
 import { createLogger, type Logger } from './log.js';
 import { Pool } from './pool/pool.js';
 import { ProxyServer } from './proxy/proxy-server.js';
@@ -23,6 +24,7 @@ export class Daemon {
   readonly proxy: ProxyServer;
   readonly registry: Registry;
   readonly log: Logger;
+  readonly health: HealthCoordinator;
   readonly startedAt = Date.now();
   address: AddressInfo | undefined;
   private stopping: Promise<void> | undefined;
@@ -35,6 +37,7 @@ export class Daemon {
     this.pool = new Pool(config.failover);
     this.registry = createRegistry(config, this.log);
     this.proxy = new ProxyServer(this.pool, config);
+    this.health = new HealthCoordinator(this.pool, this.registry, config, this.log);
     this.pool.on('ring', (ring, previous) =>
       this.log.info(
         {
@@ -111,6 +114,7 @@ export class Daemon {
       );
     }
     this.registry.reconfigure(config);
+    this.health.reconfigure(config);
     this.log.info({ event: 'reload', backends: config.backends.length }, 'config reloaded');
     return true;
   }
@@ -120,6 +124,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.log.info({ event: 'shutdown', connections: this.proxy.tracker.size }, 'shutting down');
       await this.proxy.close(this.config.shutdownTimeout);
+      this.health.stop();
       await this.registry.close();
       this.log.info({ event: 'stopped' }, 'stopped');
     })();

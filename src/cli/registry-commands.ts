@@ -166,12 +166,13 @@ async function runBackendsAction(admin: RegistryAdmin, argv: BackendsArgs): Prom
 }
 
 function formatTable(rows: Awaited<ReturnType<RegistryAdmin['list']>>): string {
-  const header = ['ID', 'URL', 'WEIGHT', 'STATE', 'HEARTBEAT', 'NOTE'];
+  const header = ['ID', 'URL', 'WEIGHT', 'STATE', 'HEALTH', 'HEARTBEAT', 'NOTE'];
   const lines = rows.map((r) => [
     r.id,
     r.url ?? '-',
     String(r.weight ?? '-'),
     r.state ?? '-',
+    r.health === null ? '-' : `${r.health} (${r.healthReason})`,
     r.heartbeatAgeMs === null ? 'none' : `${(r.heartbeatAgeMs / 1000).toFixed(1)}s ago`,
     r.invalid === null ? '' : `skipped: ${r.invalid}`,
   ]);

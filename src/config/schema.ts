@@ -5,22 +5,17 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 
+const durationValue = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const ms = parseDuration(value);
+  if (ms === null) {
+    ctx.addIssue({ code: 'custom', message: 'expected a duration such as 500ms, 2s, 1m or a number of ms' });
+    return z.NEVER;
+  }
+  return ms;
+});
+
 const duration = (fallback: string, description: string) =>
-  z
-    .union([z.number(), z.string()])
-    .transform((value, ctx) => {
-      const ms = parseDuration(value);
-      if (ms === null) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `expected a duration such as 500ms, 2s, 1m or a number of ms`,
-        });
-        return z.NEVER;
-      }
-      return ms;
-    })
-    .prefault(fallback)
-    .describe(description);
+  durationValue.prefault(fallback).describe(description);
 
 export const httpUrl = z
   .string()
@@ -39,6 +34,47 @@ export const httpUrl = z
 
 export const BACKEND_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 
+const STATUS_RULE = /^([1-5]xx|[1-5]\d\d(-[1-5]\d\d)?)$/;
+
+/** Active health check settings; each field can be overridden per backend. */
+const healthFields = {
+  path: z.string().startsWith('/', 'expected a path starting with /').describe('Path probed with HTTP GET'),
+  interval: durationValue.describe('Time between two checks of one backend (each with ±10% jitter)'),
+  timeout: durationValue.describe('A check that takes longer fails'),
+  fall: z.number().int().min(1).max(100).describe('Consecutive failed checks that mark a backend down'),
+  rise: z.number().int().min(1).max(100).describe('Consecutive passed checks that mark a backend up'),
+  expect: z
+    .array(z.string().regex(STATUS_RULE, "expected a status like '200', a range '200-299' or a class '2xx'"))
+    .min(1)
+    .describe('Statuses that pass'),
+};
+
+export const healthSchema = z
+  .strictObject({
+    path: healthFields.path.default('/health'),
+    interval: healthFields.interval.prefault('2s'),
+    timeout: healthFields.timeout.prefault('1s'),
+    fall: healthFields.fall.default(3),
+    rise: healthFields.rise.default(2),
+    expect: healthFields.expect.default(['2xx', '3xx']),
+    initial: z
+      .enum(['down', 'up'])
+      .default('down')
+      .describe("A new backend: 'down' takes rooms only after `rise` passed checks, 'up' takes them at once"),
+  })
+  .describe('Active health checks; absent: no active checks (passive failover still applies)');
+
+export const healthOverrideSchema = z
+  .strictObject({
+    path: healthFields.path.optional(),
+    interval: healthFields.interval.optional(),
+    timeout: healthFields.timeout.optional(),
+    fall: healthFields.fall.optional(),
+    rise: healthFields.rise.optional(),
+    expect: healthFields.expect.optional(),
+  })
+  .describe('Health check settings of this backend, over the `health` section');
+
 export const backendSchema = z
   .strictObject({
     id: z
@@ -55,6 +91,7 @@ export const backendSchema = z
       .max(1000)
       .default(1)
       .describe('Relative share of rooms; 2 takes twice the rooms of 1'),
+    health: healthOverrideSchema.optional(),
   })
   .describe('A backend server');
 
@@ -188,6 +225,7 @@ export const configSchema = z
         'Backends known from the config file (with a registry: entries that exist without heartbeats)',
       ),
     registry: registrySchema.optional(),
+    health: healthSchema.optional(),
     timeouts: z
       .strictObject({
         connect: duration('5s', 'Time allowed to open a connection to a backend'),
@@ -242,6 +280,8 @@ export type ConfigInput = z.input<typeof configSchema>;
 export type BackendConfig = z.output<typeof backendSchema>;
 export type RoomRule = z.output<typeof roomRuleSchema>;
 export type RegistryConfig = z.output<typeof registrySchema>;
+export type HealthConfig = z.output<typeof healthSchema>;
+export type HealthOverride = z.output<typeof healthOverrideSchema>;
 
 export function configJsonSchema(): unknown {
   return z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' });

@@ -2,6 +2,8 @@
 // backends that refused connections. The request path reads `ring` and never waits on anything.
 
 import { EventEmitter } from 'node:events';
+import type { HealthOverride } from '../config/schema.js';
+import type { Verdict } from '../health/verdict.js';
 import type { BackendEntry, BackendState, RegistrySnapshot } from '../registry/registry.js';
 import { Ring } from '../ring/ring.js';
 
@@ -14,6 +16,14 @@ export interface Backend {
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
+  readonly health?: HealthOverride | undefined;
+}
+
+/** How health verdicts gate the ring: without active checks every backend counts as up. */
+export interface HealthPolicy {
+  enabled: boolean;
+  /** Whether a backend with no verdict yet takes rooms. */
+  initial: 'down' | 'up';
 }
 
 export interface CoolOffOptions {
@@ -34,6 +44,8 @@ export interface PoolEvents {
   ring: [ring: Ring<Backend>, previous: Ring<Backend>];
   down: [backend: Backend, coolOffMs: number, count: number];
   up: [backend: Backend];
+  /** The backend set changed (added, removed or changed entries), whether or not the ring did. */
+  backends: [backends: Backend[]];
 }
 
 export class Pool extends EventEmitter<PoolEvents> {
@@ -41,6 +53,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   ring: Ring<Backend> = new Ring<Backend>([]);
   epoch = 0;
   private backends = new Map<string, Backend>();
+  private verdicts: ReadonlyMap<string, Verdict> = new Map();
+  private healthPolicy: HealthPolicy = { enabled: false, initial: 'up' };
   private readonly failures = new Map<string, Failure>();
   private readonly usable = (backend: Backend): boolean => !this.isCoolingOff(backend.id);
 
@@ -56,10 +70,54 @@ export class Pool extends EventEmitter<PoolEvents> {
   applySnapshot(snapshot: RegistrySnapshot): void {
     this.epoch = snapshot.epoch;
     const next = new Map<string, Backend>();
-    for (const entry of snapshot.backends) next.set(entry.id, toBackend(entry, this.backends.get(entry.id)));
+    let changed = snapshot.backends.length !== this.backends.size;
+    for (const entry of snapshot.backends) {
+      const previous = this.backends.get(entry.id);
+      const backend = toBackend(entry, previous);
+      if (backend !== previous) changed = true;
+      next.set(entry.id, backend);
+    }
     this.backends = next;
     for (const id of this.failures.keys()) if (!next.has(id)) this.failures.delete(id);
-    const members = [...next.values()].filter((b) => b.state === 'active');
+    if (snapshot.verdicts !== undefined) this.verdicts = snapshot.verdicts;
+    if (changed) this.emit('backends', [...next.values()]);
+    this.rebuild();
+  }
+
+  /** Sets how verdicts gate the ring (from the `health` config). */
+  setHealthPolicy(policy: HealthPolicy): void {
+    this.healthPolicy = policy;
+    this.rebuild();
+  }
+
+  /** Replaces the health verdicts (local checks, or the leader's verdicts from the registry). */
+  setVerdicts(verdicts: ReadonlyMap<string, Verdict>): void {
+    this.verdicts = verdicts;
+    this.rebuild();
+  }
+
+  verdictOf(id: string): Verdict | undefined {
+    return this.verdicts.get(id);
+  }
+
+  /** Why a backend takes no new rooms, or null when it is in the ring. */
+  whyOut(id: string): string | null {
+    const backend = this.backends.get(id);
+    if (backend === undefined) return 'not registered';
+    if (backend.state === 'draining') return 'draining';
+    if (this.healthPolicy.enabled) {
+      const verdict = this.verdicts.get(id);
+      if (verdict === undefined || verdict.status === 'unknown') {
+        if (this.healthPolicy.initial === 'down') return 'awaiting its first passed checks';
+      } else if (verdict.status === 'down') {
+        return `health check failed: ${verdict.reason}`;
+      }
+    }
+    return null;
+  }
+
+  private rebuild(): void {
+    const members = [...this.backends.values()].filter((b) => this.whyOut(b.id) === null);
     const candidate = new Ring(members);
     if (candidate.fingerprint() !== this.ring.fingerprint() || !sameAddresses(candidate, this.ring)) {
       const previous = this.ring;
@@ -107,7 +165,14 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   /** Records a successful connection; clears any cool-off history. */
   reportSuccess(backend: Backend): void {
-    if (this.failures.size !== 0 && this.failures.delete(backend.id)) this.emit('up', backend);
+    this.clearCoolOff(backend.id);
+  }
+
+  /** Ends a backend's cool-off (it answered, or an active check passed). */
+  clearCoolOff(id: string): void {
+    const backend = this.backends.get(id);
+    if (this.failures.size !== 0 && this.failures.delete(id) && backend !== undefined)
+      this.emit('up', backend);
   }
 
   isCoolingOff(id: string): boolean {
@@ -121,7 +186,8 @@ function toBackend(entry: BackendEntry, previous: Backend | undefined): Backend 
     previous !== undefined &&
     previous.url === entry.url &&
     previous.weight === entry.weight &&
-    previous.state === entry.state
+    previous.state === entry.state &&
+    JSON.stringify(previous.health) === JSON.stringify(entry.health)
   ) {
     return previous;
   }
@@ -135,6 +201,7 @@ function toBackend(entry: BackendEntry, previous: Backend | undefined): Backend 
     host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
     port: url.port === '' ? (tls ? 443 : 80) : Number(url.port),
     tls,
+    health: entry.health,
   };
 }
 

@@ -1,6 +1,7 @@
 // Operator commands against the registry (`roomring backends ...`): list, add, remove, drain, undrain.
 
 import { Redis } from 'ioredis';
+import { parseVerdict } from '../health/verdict.js';
 import { readEntry } from './entry.js';
 import { type RegistryKeys, registryKeys } from './keys.js';
 import { redisOptions } from './redis-connections.js';
@@ -17,6 +18,9 @@ export interface BackendRow {
   epoch: number;
   /** Why proxies skip this entry, or null when it is usable. */
   invalid: string | null;
+  /** The leader's health verdict ('up', 'down', 'unknown'), or null where no checks run. */
+  health: string | null;
+  healthReason: string | null;
 }
 
 export class RegistryAdmin {
@@ -34,12 +38,14 @@ export class RegistryAdmin {
   }
 
   async list(): Promise<BackendRow[]> {
-    const [epoch, now, flat, expires] = (await runScript(
+    const [epoch, now, flat, expires, health] = (await runScript(
       this.redis,
       SNAPSHOT,
       membershipKeys(this.keys),
       [],
-    )) as [number, number, string[], string[]];
+    )) as [number, number, string[], string[], string[]];
+    const verdicts = new Map<string, string>();
+    for (let i = 0; i < health.length; i += 2) verdicts.set(health[i] as string, health[i + 1] as string);
     const deadlines = new Map<string, number>();
     for (let i = 0; i < expires.length; i += 2) deadlines.set(expires[i] as string, Number(expires[i + 1]));
     const rows: BackendRow[] = [];
@@ -55,6 +61,7 @@ export class RegistryAdmin {
       }
       const ttl = typeof fields.ttl === 'number' && fields.ttl > 0 ? fields.ttl : null;
       const deadline = deadlines.get(id);
+      const verdict = parseVerdict(verdicts.get(id) ?? '');
       rows.push({
         id,
         url: typeof fields.url === 'string' ? fields.url : null,
@@ -64,6 +71,8 @@ export class RegistryAdmin {
         ttlMs: ttl,
         epoch,
         invalid: result.ok ? null : result.reason,
+        health: verdict?.status ?? null,
+        healthReason: verdict?.reason ?? null,
       });
     }
     return rows.sort((a, b) => (a.id < b.id ? -1 : 1));

@@ -2,7 +2,7 @@
 // it cannot be used. A bad entry is skipped by the caller with a warning, never a crash.
 
 import { z } from 'zod';
-import { BACKEND_ID, httpUrl } from '../config/schema.js';
+import { BACKEND_ID, healthOverrideSchema, httpUrl } from '../config/schema.js';
 import type { BackendEntry } from './registry.js';
 
 export const entrySchema = z.strictObject({
@@ -12,6 +12,7 @@ export const entrySchema = z.strictObject({
   /** Heartbeat ttl in ms; 0 or absent for entries without heartbeats. */
   ttl: z.number().int().nonnegative().optional(),
   meta: z.record(z.string(), z.unknown()).optional(),
+  health: healthOverrideSchema.optional(),
 });
 
 export type EntryFields = z.input<typeof entrySchema>;
@@ -34,9 +35,9 @@ export function readEntry(id: string, raw: string, allowed?: (host: string) => b
       issue?.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : issue?.message;
     return { ok: false, reason: `${where}${what}` };
   }
-  const { url, weight, state } = parsed.data;
+  const { url, weight, state, health } = parsed.data;
   if (allowed !== undefined && !allowed(new URL(url).hostname)) {
     return { ok: false, reason: `host of ${url} is outside registry.allow` };
   }
-  return { ok: true, entry: { id, url, weight, state } };
+  return { ok: true, entry: { id, url, weight, state, health } };
 }

@@ -12,6 +12,8 @@ export interface RegistryKeys {
   readonly epoch: string;
   /** pub/sub channel: change notices */
   readonly events: string;
+  /** pub/sub channel: backends a proxy saw fail, for the leader to probe at once */
+  readonly suspects: string;
   /** string with PX lease: the proxy that reaps expired heartbeats and runs shared health checks */
   readonly leader: string;
   /** the affinity lease of one room */
@@ -33,6 +35,7 @@ export function registryKeys(cluster: string): RegistryKeys {
     health: `${prefix}health`,
     epoch: `${prefix}epoch`,
     events: `${prefix}events`,
+    suspects: `${prefix}suspects`,
     leader: `${prefix}leader`,
     room: (room) => `${prefix}room:${room}`,
   };

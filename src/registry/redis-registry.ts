@@ -4,16 +4,26 @@
 // holding the leader lease reaps backends whose heartbeats expired.
 
 import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { BackendConfig, Config, RegistryConfig } from '../config/schema.js';
+import { parseVerdict, type Verdict } from '../health/verdict.js';
 import { compileAllowList } from './allow.js';
 import { readEntry } from './entry.js';
 import { type RegistryKeys, registryKeys } from './keys.js';
 import { RedisConnections } from './redis-connections.js';
 import type { BackendEntry, Registry, RegistryStatus, SnapshotListener } from './registry.js';
-import { HOLD_LEASE, membershipKeys, REAP, RELEASE_LEASE, runScript, SNAPSHOT } from './scripts.js';
+import {
+  HOLD_LEASE,
+  membershipKeys,
+  REAP,
+  RELEASE_LEASE,
+  runScript,
+  SET_HEALTH,
+  SNAPSHOT,
+} from './scripts.js';
 
 export interface RedisRegistryOptions {
   url: string;
@@ -27,7 +37,14 @@ const FIRST_LOAD_TIMEOUT_MS = 2000;
 /** Entries (times two: the reply is a flat id/value list) parsed between event-loop turns. */
 const PARSE_SLICE = 2 * 100;
 
-export class RedisRegistry implements Registry {
+export interface RedisRegistryEvents {
+  /** This proxy took or lost the leader lease (the leader runs the shared health checks). */
+  leader: [held: boolean];
+  /** Some proxy saw this backend fail; the leader probes it at once. */
+  suspect: [id: string];
+}
+
+export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements Registry {
   readonly mode = 'redis' as const;
   readonly keys: RegistryKeys;
   readonly connections: RedisConnections;
@@ -49,6 +66,7 @@ export class RedisRegistry implements Registry {
   private closed = false;
 
   constructor(private readonly options: RedisRegistryOptions) {
+    super();
     this.keys = registryKeys(options.config.cluster);
     this.staticBackends = options.staticBackends;
     this.allowed = compileAllowList(options.config.allow);
@@ -62,8 +80,9 @@ export class RedisRegistry implements Registry {
   async watch(listener: SnapshotListener): Promise<void> {
     this.listener = listener;
     const { subscriber } = this.connections;
-    subscriber.on('message', (channel: string) => {
+    subscriber.on('message', (channel: string, message: string) => {
       if (channel === this.keys.events) this.scheduleReload();
+      else if (channel === this.keys.suspects && this.isLeader) this.emit('suspect', message);
     });
     this.connections.on('lost', (reason) =>
       this.log.warn(
@@ -77,7 +96,7 @@ export class RedisRegistry implements Registry {
       void this.reload();
     });
     // Subscribe before the first load, so no change between the two is missed.
-    const subscribed = subscriber.subscribe(this.keys.events).then(
+    const subscribed = subscriber.subscribe(this.keys.events, this.keys.suspects).then(
       () => true,
       () => false,
     );
@@ -150,8 +169,9 @@ export class RedisRegistry implements Registry {
       number,
       string[],
       string[],
+      string[],
     ];
-    const [epoch, , flat] = reply;
+    const [epoch, , flat, , health] = reply;
     const entries: BackendEntry[] = [];
     const seen = new Set<string>();
     for (let i = 0; i < flat.length; i += 2) {
@@ -170,7 +190,7 @@ export class RedisRegistry implements Registry {
     this.lastEntries = entries;
     this.epoch = epoch;
     this.lastLoadAt = Date.now();
-    this.listener?.({ epoch, backends: entries });
+    this.listener?.({ epoch, backends: entries, verdicts: readVerdicts(health) });
   }
 
   /**
@@ -219,7 +239,7 @@ export class RedisRegistry implements Registry {
   private staticEntries(registered: Set<string>): BackendEntry[] {
     return this.staticBackends
       .filter((b) => !registered.has(b.id))
-      .map(({ id, url, weight }) => ({ id, url, weight, state: 'active' as const }));
+      .map(({ id, url, weight, health }) => ({ id, url, weight, health, state: 'active' as const }));
   }
 
   /** Holds or takes the leader lease; the leader removes backends whose heartbeats expired. */
@@ -237,6 +257,7 @@ export class RedisRegistry implements Registry {
       if (held !== this.isLeader) {
         this.isLeader = held;
         if (held) this.log.info({ event: 'leader' }, 'this proxy now holds the registry leader lease');
+        this.emit('leader', held);
       }
       if (!held) return;
       const reaped = (await runScript(commands, REAP, membershipKeys(this.keys), [
@@ -253,8 +274,29 @@ export class RedisRegistry implements Registry {
     }
   }
 
+  /** Publishes the leader's verdict of a backend to every proxy (epoch bump and notice). */
+  async writeVerdict(id: string, verdict: Verdict): Promise<void> {
+    if (!this.isLeader) return;
+    await runScript(this.connections.commands, SET_HEALTH, membershipKeys(this.keys), [
+      this.keys.events,
+      id,
+      JSON.stringify(verdict),
+    ]);
+  }
+
+  /** Tells the leader that this proxy saw `id` fail, so it probes at once. */
+  reportSuspect(id: string): void {
+    if (this.isLeader) this.emit('suspect', id);
+    else this.connections.commands.publish(this.keys.suspects, id).catch(() => undefined);
+  }
+
+  get leader(): boolean {
+    return this.isLeader;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    if (this.isLeader) this.emit('leader', false);
     for (const timer of this.timers) clearInterval(timer);
     clearTimeout(this.debounceTimer);
     if (this.isLeader && this.connections.connected) {
@@ -264,6 +306,15 @@ export class RedisRegistry implements Registry {
     }
     await this.connections.close();
   }
+}
+
+function readVerdicts(flat: string[]): Map<string, Verdict> {
+  const verdicts = new Map<string, Verdict>();
+  for (let i = 0; i < flat.length; i += 2) {
+    const verdict = parseVerdict(flat[i + 1] as string);
+    if (verdict !== undefined) verdicts.set(flat[i] as string, verdict);
+  }
+  return verdicts;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {

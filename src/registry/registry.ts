@@ -1,6 +1,7 @@
 // Where backends come from: a registry produces snapshots of the backend set; the pool consumes them.
 
-import type { Config } from '../config/schema.js';
+import type { Config, HealthOverride } from '../config/schema.js';
+import type { Verdict } from '../health/verdict.js';
 
 export type BackendState = 'active' | 'draining';
 
@@ -10,12 +11,16 @@ export interface BackendEntry {
   readonly url: string;
   readonly weight: number;
   readonly state: BackendState;
+  /** Health check settings of this backend, over the config's `health` section. */
+  readonly health?: HealthOverride | undefined;
 }
 
 /** The whole backend set at one moment; `epoch` grows with every change. */
 export interface RegistrySnapshot {
   readonly epoch: number;
   readonly backends: readonly BackendEntry[];
+  /** Shared health verdicts (Redis mode); absent where each process checks for itself. */
+  readonly verdicts?: ReadonlyMap<string, Verdict>;
 }
 
 export type SnapshotListener = (snapshot: RegistrySnapshot) => void;

@@ -94,14 +94,30 @@ notify('expire', ids)
 return ids
 `);
 
-/** KEYS: backends, expires, epoch. Returns {epoch, now, backends (flat hash), expires (flat zset)}: one round trip. */
+/**
+ * KEYS: backends, expires, epoch, health.
+ * Returns {epoch, now, backends (flat hash), expires (flat zset), health (flat hash)}: one round trip.
+ */
 export const SNAPSHOT = lua(`${NOW}
 return {
   tonumber(redis.call('GET', KEYS[3]) or '0'),
   now,
   redis.call('HGETALL', KEYS[1]),
-  redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES'),
+  redis.call('HGETALL', KEYS[4])
 }
+`);
+
+/**
+ * KEYS: backends, expires, epoch, health. ARGV: channel, id, verdict JSON.
+ * Writes the leader's verdict of a registered backend; returns 1 when it changed.
+ */
+export const SET_HEALTH = lua(`${NOTIFY}
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
+if redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[3] then return 0 end
+redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
+notify('health', {ARGV[2]})
+return 1
 `);
 
 /** KEYS: leader. ARGV: holder id, lease ms. Takes or renews the lease; returns 1 when held. */

@@ -39,5 +39,11 @@ export class StaticRegistry implements Registry {
 }
 
 function toEntries(backends: readonly BackendConfig[]): BackendEntry[] {
-  return backends.map(({ id, url, weight }) => ({ id, url, weight, state: 'active' as const }));
+  return backends.map(({ id, url, weight, health }) => ({
+    id,
+    url,
+    weight,
+    health,
+    state: 'active' as const,
+  }));
 }
