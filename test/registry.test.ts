@@ -86,6 +86,14 @@ describe('Redis registry', () => {
       seen.add(a);
     }
     expect(seen).toEqual(new Set(['b1', 'b2', 'b3']));
+    // `route` reads the same registry and agrees with the proxies.
+    for (const room of rooms.slice(0, 5)) {
+      const route = await runCli(['route', room, '--config', p1.configFile, '--json']);
+      expect(route.code).toBe(0);
+      const routed = JSON.parse(route.output) as { backend: { id: string }; fingerprint: string };
+      expect(routed.backend.id).toBe(await servedBy(p1, room));
+      expect(routed.fingerprint).toBe(lastFingerprint(p1));
+    }
 
     // `backends list --json` shows what the proxies route on.
     const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', CLUSTER, '--json']);

@@ -9,7 +9,7 @@ import { configJsonSchema } from '../config/schema.js';
 import { runDaemon } from '../daemon.js';
 import { runDemo } from '../demo/demo.js';
 import { ConfigError } from '../errors.js';
-import { Pool } from '../pool/pool.js';
+import { previewRoute } from '../route.js';
 import { backendsCommand, registerCommand } from './registry-commands.js';
 
 const EXIT_RUNTIME = 1;
@@ -77,22 +77,15 @@ await yargs(hideBin(process.argv))
         .positional('room', { type: 'string', demandOption: true, describe: 'Room id (decoded)' })
         .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'Config file' })
         .option('json', { type: 'boolean', default: false, describe: 'Print JSON' }),
-    (argv) => {
+    async (argv) => {
       try {
-        const config = loadConfigFile(argv.config);
-        const pool = new Pool(config.failover);
-        pool.applySnapshot({
-          epoch: 1,
-          backends: config.backends.map((b) => ({ ...b, state: 'active' as const })),
-        });
-        const { backend, reason } = pool.explain(argv.room);
+        const { backend, reason, fingerprint, epoch } = await previewRoute(
+          loadConfigFile(argv.config),
+          argv.room,
+        );
         if (argv.json) {
-          const out = {
-            room: argv.room,
-            backend: backend && { id: backend.id, url: backend.url },
-            reason,
-            fingerprint: pool.ring.fingerprint(),
-          };
+          const target = backend === undefined ? null : { id: backend.id, url: backend.url };
+          const out = { room: argv.room, backend: target, reason, fingerprint, epoch };
           process.stdout.write(`${JSON.stringify(out)}\n`);
         } else {
           process.stdout.write(backend === undefined ? 'no backend\n' : `${backend.id} ${backend.url}\n`);
