@@ -17,6 +17,7 @@ export interface Backend {
   readonly port: number;
   readonly tls: boolean;
   readonly health?: HealthOverride | undefined;
+  readonly drainDeadline?: number | undefined;
 }
 
 /** How health verdicts gate the ring: without active checks every backend counts as up. */
@@ -116,6 +117,21 @@ export class Pool extends EventEmitter<PoolEvents> {
     return null;
   }
 
+  /**
+   * Whether `id` may keep hosting rooms it already has (a lease names it): registered, not cooling
+   * off, not failed by health checks, and, if draining, before its drain deadline.
+   */
+  canHost(id: string, now = Date.now()): boolean {
+    const backend = this.backends.get(id);
+    if (backend === undefined || this.isCoolingOff(id)) return false;
+    if (this.healthPolicy.enabled && this.verdicts.get(id)?.status === 'down') return false;
+    return !(
+      backend.state === 'draining' &&
+      backend.drainDeadline !== undefined &&
+      now >= backend.drainDeadline
+    );
+  }
+
   private rebuild(): void {
     const members = [...this.backends.values()].filter((b) => this.whyOut(b.id) === null);
     const candidate = new Ring(members);
@@ -187,7 +203,8 @@ function toBackend(entry: BackendEntry, previous: Backend | undefined): Backend 
     previous.url === entry.url &&
     previous.weight === entry.weight &&
     previous.state === entry.state &&
-    JSON.stringify(previous.health) === JSON.stringify(entry.health)
+    JSON.stringify(previous.health) === JSON.stringify(entry.health) &&
+    previous.drainDeadline === entry.drainDeadline
   ) {
     return previous;
   }
@@ -202,6 +219,7 @@ function toBackend(entry: BackendEntry, previous: Backend | undefined): Backend 
     port: url.port === '' ? (tls ? 443 : 80) : Number(url.port),
     tls,
     health: entry.health,
+    drainDeadline: entry.drainDeadline,
   };
 }
 

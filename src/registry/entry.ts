@@ -13,6 +13,7 @@ export const entrySchema = z.strictObject({
   ttl: z.number().int().nonnegative().optional(),
   meta: z.record(z.string(), z.unknown()).optional(),
   health: healthOverrideSchema.optional(),
+  drainDeadline: z.number().int().nonnegative().optional(),
 });
 
 export type EntryFields = z.input<typeof entrySchema>;
@@ -35,9 +36,9 @@ export function readEntry(id: string, raw: string, allowed?: (host: string) => b
       issue?.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : issue?.message;
     return { ok: false, reason: `${where}${what}` };
   }
-  const { url, weight, state, health } = parsed.data;
+  const { url, weight, state, health, drainDeadline } = parsed.data;
   if (allowed !== undefined && !allowed(new URL(url).hostname)) {
     return { ok: false, reason: `host of ${url} is outside registry.allow` };
   }
-  return { ok: true, entry: { id, url, weight, state, health } };
+  return { ok: true, entry: { id, url, weight, state, health, drainDeadline } };
 }

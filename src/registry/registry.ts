@@ -13,6 +13,8 @@ export interface BackendEntry {
   readonly state: BackendState;
   /** Health check settings of this backend, over the config's `health` section. */
   readonly health?: HealthOverride | undefined;
+  /** Draining only: when its remaining rooms are moved (ms since the epoch, Redis server time). */
+  readonly drainDeadline?: number | undefined;
 }
 
 /** The whole backend set at one moment; `epoch` grows with every change. */
