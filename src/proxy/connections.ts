@@ -49,6 +49,31 @@ export class ConnectionTracker {
     return this.tunnels.values();
   }
 
+  /** Each live room with the backend holding most of its tunnels here (its lease's backend). */
+  liveRooms(): Map<string, string> {
+    const live = new Map<string, string>();
+    const best = new Map<string, number>();
+    for (const [backendId, rooms] of this.rooms) {
+      for (const [room, count] of rooms) {
+        if (room !== null && count > (best.get(room) ?? 0)) {
+          live.set(room, backendId);
+          best.set(room, count);
+        }
+      }
+    }
+    return live;
+  }
+
+  /** The tunnels open to one backend. */
+  tunnelsTo(backendId: string): Tunnel[] {
+    return [...this.tunnels].filter((tunnel) => tunnel.backendId === backendId);
+  }
+
+  /** Live rooms and connections of every backend with tunnels here. */
+  loads(): Map<string, BackendLoad> {
+    return new Map([...this.rooms.keys()].map((id) => [id, this.loadOf(id)]));
+  }
+
   loadOf(backendId: string): BackendLoad {
     const rooms = this.rooms.get(backendId);
     if (rooms === undefined) return { connections: 0, rooms: 0 };
