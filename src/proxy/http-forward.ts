@@ -7,6 +7,7 @@ import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
+import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
 import { replyError } from './reply.js';
 
@@ -23,13 +24,6 @@ export interface ForwardOptions {
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
-const CONNECT_ERRORS = new Set([
-  'ECONNREFUSED',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EADDRNOTAVAIL',
-  'ROOMRING_CONNECT_TIMEOUT',
-]);
 
 class TimeoutError extends Error {
   readonly code: string;
@@ -37,6 +31,18 @@ class TimeoutError extends Error {
     super(`backend ${phase} timeout`);
     this.code = phase === 'connect' ? 'ROOMRING_CONNECT_TIMEOUT' : 'ROOMRING_RESPONSE_TIMEOUT';
   }
+}
+
+/** One client request on its way through one or more attempts. */
+interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly room: string | null;
+  readonly headers: string[];
+  /** Backends this request was sent to, so a failover never returns to one. */
+  readonly tried: Set<string>;
+  /** Whether the one resend after a stale pooled connection was used. */
+  resent: boolean;
 }
 
 export class HttpForwarder {
@@ -58,30 +64,26 @@ export class HttpForwarder {
 
   forward(req: IncomingMessage, res: ServerResponse, room: string | null, backend: Backend): void {
     const headers = requestHeadersFor(req, false);
-    this.attempt(req, res, room, backend, headers, 0);
+    this.attempt({ req, res, room, headers, tried: new Set(), resent: false }, backend);
   }
 
-  private attempt(
-    req: IncomingMessage,
-    res: ServerResponse,
-    room: string | null,
-    backend: Backend,
-    headers: string[],
-    attempt: number,
-  ): void {
+  private attempt(exchange: Exchange, backend: Backend): void {
+    const { req, res } = exchange;
     const { timeouts } = this.options;
+    exchange.tried.add(backend.id);
     const proxyReq = (backend.tls ? https : http).request({
       host: backend.host,
       port: backend.port,
       method: req.method,
       path: req.url,
-      headers,
+      headers: exchange.headers,
       setHost: false,
       agent: backend.tls ? this.httpsAgent : this.httpAgent,
       servername: backend.tls ? backend.host : undefined,
     });
     let connected = false;
     let responded = false;
+    let failed = false;
     // The client went away: drop the backend exchange too, so no pooled socket is left half-used.
     const onClientClose = (): void => {
       if (!res.writableFinished) proxyReq.destroy();
@@ -90,7 +92,8 @@ export class HttpForwarder {
 
     const send = (): void => {
       connected = true;
-      if (timeouts.response > 0) proxyReq.setTimeout(timeouts.response);
+      // Replaces the agent's idle timer, which is meant for pooled sockets (0: no limit).
+      proxyReq.setTimeout(timeouts.response);
       req.pipe(proxyReq);
     };
     proxyReq.once('socket', (socket: Socket) => {
@@ -98,6 +101,8 @@ export class HttpForwarder {
         send();
         return;
       }
+      // A new socket carries the agent's keep-alive timeout; only `timeouts.connect` bounds connecting.
+      socket.setTimeout(0);
       const timer =
         timeouts.connect > 0
           ? setTimeout(() => proxyReq.destroy(new TimeoutError('connect')), timeouts.connect)
@@ -112,6 +117,7 @@ export class HttpForwarder {
     proxyReq.once('response', (proxyRes) => {
       responded = true;
       this.pool.reportSuccess(backend);
+      // From here only silence counts, so a long stream that keeps moving is never cut.
       proxyReq.setTimeout(timeouts.idle);
       proxyRes.once('error', () => res.destroy());
       proxyRes.once('aborted', () => res.destroy());
@@ -123,35 +129,52 @@ export class HttpForwarder {
       proxyRes.pipe(res);
     });
 
-    proxyReq.once('timeout', () => proxyReq.destroy(new TimeoutError(connected ? 'response' : 'connect')));
+    proxyReq.on('timeout', () => proxyReq.destroy(new TimeoutError(connected ? 'response' : 'connect')));
 
-    proxyReq.once('error', (error: NodeJS.ErrnoException) => {
+    proxyReq.on('error', (error: NodeJS.ErrnoException) => {
+      // One verdict per attempt: a later error must not touch a resend or failover under way.
+      if (failed) return;
+      failed = true;
+      res.off('close', onClientClose);
       if (responded || res.destroyed) {
         res.destroy();
         return;
       }
-      const code = error.code ?? '';
-      res.off('close', onClientClose);
-      // A pooled socket the backend closed as we reused it: nothing was processed, try once more.
-      if (
-        proxyReq.reusedSocket &&
-        code === 'ECONNRESET' &&
-        IDEMPOTENT.has(req.method ?? '') &&
-        attempt === 0
-      ) {
-        this.attempt(req, res, room, backend, headers, attempt + 1);
+      this.onAttemptFailed(exchange, backend, error.code ?? '', connected, proxyReq.reusedSocket);
+    });
+  }
+
+  /** Resends, fails over to the next backend, or answers the client with a coded error. */
+  private onAttemptFailed(
+    exchange: Exchange,
+    backend: Backend,
+    code: string,
+    connected: boolean,
+    reusedSocket: boolean,
+  ): void {
+    // A pooled socket the backend closed as we reused it: nothing was processed, try once more.
+    if (
+      reusedSocket &&
+      code === 'ECONNRESET' &&
+      IDEMPOTENT.has(exchange.req.method ?? '') &&
+      !exchange.resent
+    ) {
+      exchange.resent = true;
+      this.attempt(exchange, backend);
+      return;
+    }
+    if (!connected && CONNECT_ERRORS.has(code)) {
+      this.pool.reportFailure(backend);
+      const next =
+        exchange.tried.size <= this.options.retries
+          ? nextBackend(this.pool, exchange.room, exchange.tried)
+          : undefined;
+      if (next !== undefined) {
+        this.attempt(exchange, next);
         return;
       }
-      if (!connected && CONNECT_ERRORS.has(code)) {
-        this.pool.reportFailure(backend);
-        const next = room === null ? this.pool.pickRandom() : this.pool.pick(room);
-        if (next !== undefined && next !== backend && attempt < this.options.retries) {
-          this.attempt(req, res, room, next, headers, attempt + 1);
-          return;
-        }
-      }
-      replyError(res, errorCodeOf(code));
-    });
+    }
+    replyError(exchange.res, errorCodeOf(code));
   }
 
   close(): void {

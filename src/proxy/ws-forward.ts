@@ -8,17 +8,12 @@ import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Backend, Pool } from '../pool/pool.js';
 import type { ConnectionTracker, Tunnel } from './connections.js';
+import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHead, requestHeadersFor } from './headers.js';
 import type { ForwardOptions } from './http-forward.js';
-import { replyErrorOnSocket } from './reply.js';
+import { endThenDestroy, replyErrorOnSocket } from './reply.js';
 
-const CONNECT_ERRORS = new Set([
-  'ECONNREFUSED',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EADDRNOTAVAIL',
-  'ROOMRING_CONNECT_TIMEOUT',
-]);
+const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
 
 export class WebSocketForwarder {
   constructor(
@@ -33,37 +28,44 @@ export class WebSocketForwarder {
 
   forward(req: IncomingMessage, client: Duplex, head: Buffer, room: string | null, backend: Backend): void {
     const handshake = requestHead(req.method ?? 'GET', req.url ?? '/', requestHeadersFor(req, true));
-    let upstream: Socket | undefined;
-    // Until the tunnel is open, a client error only needs the pending upstream closed.
+    const tried = new Set<string>();
+    let pending: Socket | undefined;
+    // Until the tunnel is open, a client that goes away only needs the pending connection closed.
     const onClientGone = (): void => {
-      upstream?.destroy();
+      pending?.destroy();
     };
     client.on('error', onClientGone);
     client.once('close', onClientGone);
-    const attempt = (target: Backend, tries: number): void => {
-      upstream = this.connect(target);
-      const socket = upstream;
-      socket.once('connect', () => this.open(client, socket, head, handshake, room, target));
-      socket.once('error', (error: NodeJS.ErrnoException) => {
-        if (socket.readyState === 'opening' || error.code === 'ROOMRING_CONNECT_TIMEOUT') {
-          if (CONNECT_ERRORS.has(error.code ?? '')) {
-            this.pool.reportFailure(target);
-            const next = room === null ? this.pool.pickRandom() : this.pool.pick(room);
-            if (next !== undefined && next !== target && tries < this.options.retries && !client.destroyed) {
-              attempt(next, tries + 1);
-              return;
-            }
+    const attempt = (target: Backend): void => {
+      tried.add(target.id);
+      const upstream = this.connect(target);
+      pending = upstream;
+      let connected = false;
+      upstream.once(target.tls ? 'secureConnect' : 'connect', () => {
+        connected = true;
+        client.off('error', onClientGone);
+        client.off('close', onClientGone);
+        this.open(client, upstream, head, handshake, room, target);
+      });
+      upstream.once('error', (error: NodeJS.ErrnoException) => {
+        // Once connected, the tunnel handles errors; a client already gone needs no answer.
+        if (connected || client.destroyed) return;
+        const code = error.code ?? '';
+        if (CONNECT_ERRORS.has(code)) {
+          this.pool.reportFailure(target);
+          const next = tried.size <= this.options.retries ? nextBackend(this.pool, room, tried) : undefined;
+          if (next !== undefined) {
+            attempt(next);
+            return;
           }
-          replyErrorOnSocket(
-            client,
-            error.code === 'ROOMRING_CONNECT_TIMEOUT'
-              ? 'ROOMRING_E_BACKEND_TIMEOUT'
-              : 'ROOMRING_E_BACKEND_UNREACHABLE',
-          );
         }
+        replyErrorOnSocket(
+          client,
+          code === CONNECT_TIMEOUT ? 'ROOMRING_E_BACKEND_TIMEOUT' : 'ROOMRING_E_BACKEND_UNREACHABLE',
+        );
       });
     };
-    attempt(backend, 0);
+    attempt(backend);
   }
 
   private connect(backend: Backend): Socket {
@@ -72,12 +74,12 @@ export class WebSocketForwarder {
       : net.connect({ host: backend.host, port: backend.port });
     const { connect } = this.options.timeouts;
     if (connect > 0) {
-      socket.setTimeout(connect, () => {
-        const error = Object.assign(new Error('backend connect timeout'), {
-          code: 'ROOMRING_CONNECT_TIMEOUT',
-        });
-        socket.destroy(error);
-      });
+      // A timer rather than a socket timeout: it must not outlive the connect phase.
+      const timer = setTimeout(() => {
+        socket.destroy(Object.assign(new Error('backend connect timeout'), { code: CONNECT_TIMEOUT }));
+      }, connect);
+      socket.once(backend.tls ? 'secureConnect' : 'connect', () => clearTimeout(timer));
+      socket.once('close', () => clearTimeout(timer));
     }
     return socket;
   }
@@ -90,31 +92,54 @@ export class WebSocketForwarder {
     room: string | null,
     backend: Backend,
   ): void {
+    if (client.destroyed) {
+      upstream.destroy();
+      return;
+    }
     this.pool.reportSuccess(backend);
-    const { idle } = this.options.timeouts;
-    upstream.setTimeout(0);
+    const { idle, response } = this.options.timeouts;
     upstream.setNoDelay(true);
     (client as Socket).setNoDelay?.(true);
-    if (idle > 0) {
-      upstream.setTimeout(idle, () => {
-        upstream.destroy();
-        client.destroy();
-      });
-    }
     const tunnel: Tunnel = { room, backendId: backend.id, client, upstream };
     this.tracker.add(tunnel);
+    let closed = false;
     const close = (): void => {
+      if (closed) return;
+      closed = true;
       this.tracker.remove(tunnel);
       upstream.destroy();
-      client.destroy();
+      // What the backend sent last (often its close frame) still reaches a client slow to read.
+      if (client.writableLength > 0 && !client.destroyed) endThenDestroy(client);
+      else client.destroy();
     };
     upstream.on('error', close);
     upstream.once('close', close);
     client.on('error', close);
     client.once('close', close);
+    if (idle > 0) upstream.setTimeout(idle, close);
     upstream.write(handshake);
     if (head.length > 0) upstream.write(head);
     upstream.pipe(client);
     client.pipe(upstream);
+    if (response > 0) this.limitHandshake(tunnel, close, response);
+  }
+
+  /**
+   * A backend that accepts the connection but never answers the handshake gets `ms`, as an HTTP
+   * request gets `timeouts.response`; then the client is answered 504 instead of waiting forever.
+   */
+  private limitHandshake(tunnel: Tunnel, close: () => void, ms: number): void {
+    const { client, upstream } = tunnel;
+    const timer = setTimeout(() => {
+      upstream.off('error', close);
+      upstream.off('close', close);
+      upstream.unpipe(client);
+      client.unpipe(upstream);
+      upstream.destroy();
+      this.tracker.remove(tunnel);
+      replyErrorOnSocket(client, 'ROOMRING_E_BACKEND_TIMEOUT');
+    }, ms);
+    upstream.once('data', () => clearTimeout(timer));
+    upstream.once('close', () => clearTimeout(timer));
   }
 }
