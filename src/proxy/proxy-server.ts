@@ -11,7 +11,7 @@ import type { Backend, Pool } from '../pool/pool.js';
 import { compileRoomKey, type RoomKeyFn } from '../room/room-key.js';
 import { ConnectionTracker } from './connections.js';
 import { type ForwardOptions, HttpForwarder } from './http-forward.js';
-import { replyError, replyErrorOnSocket } from './reply.js';
+import { endThenDestroy, replyError, replyErrorOnSocket } from './reply.js';
 import { WebSocketForwarder } from './ws-forward.js';
 import { CLOSE_GOING_AWAY, clientCloseFrame, serverCloseFrame } from './ws-frames.js';
 
@@ -43,7 +43,7 @@ export class ProxyServer {
     );
     this.server.on('clientError', (_error: Error, socket: Duplex) => {
       if (socket.writable)
-        socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        endThenDestroy(socket, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       else socket.destroy();
     });
   }

@@ -27,11 +27,26 @@ export function replyErrorOnSocket(socket: Duplex, code: ErrorCode): void {
   }
   const status = ERROR_CODES[code].status;
   const body = errorBody(code);
-  socket.end(
+  endThenDestroy(
+    socket,
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n` +
       'Content-Type: application/json; charset=utf-8\r\n' +
       `Content-Length: ${body.length}\r\n` +
       'Connection: close\r\n\r\n' +
       body.toString(),
   );
+}
+
+/** How long a client that does not read its last bytes keeps its socket. */
+const LINGER_MS = 5000;
+
+/**
+ * Writes `data` and closes the socket once it is written. `end()` alone closes only our half: a
+ * client that never closes its own would hold the socket open for good.
+ */
+export function endThenDestroy(socket: Duplex, data?: string | Buffer): void {
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  socket.once('close', () => clearTimeout(timer));
+  socket.once('finish', () => socket.destroy());
+  socket.end(data);
 }
