@@ -2,6 +2,7 @@
 // shutdown or drain, to the client unmasked and to the backend masked, as the roles require.
 
 import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
 
 /** A close frame as a server sends it to a client (unmasked). */
 export function serverCloseFrame(code: number): Buffer {
@@ -27,3 +28,21 @@ export function clientCloseFrame(code: number): Buffer {
 export const CLOSE_GOING_AWAY = 1001;
 /** 1012: service restart (backend drained); clients should reconnect. */
 export const CLOSE_SERVICE_RESTART = 1012;
+
+/** The two ends of a proxied WebSocket. */
+export interface TunnelEnds {
+  readonly client: Duplex;
+  readonly upstream: Duplex;
+}
+
+/**
+ * Closes a tunnel as both peers expect: stops the byte pipe, sends the client a close frame with
+ * `code` and the backend a masked one, then ends both sockets. A frame the backend was still
+ * writing is cut: callers use this only when the connection has to go anyway.
+ */
+export function closeTunnel(tunnel: TunnelEnds, code: number): void {
+  tunnel.upstream.unpipe(tunnel.client);
+  tunnel.client.unpipe(tunnel.upstream);
+  tunnel.client.end(serverCloseFrame(code));
+  tunnel.upstream.end(clientCloseFrame(code));
+}
