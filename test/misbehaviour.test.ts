@@ -3,7 +3,7 @@
 // each scenario a normal request works and the proxy's open sockets (counted in /proc) return to
 // what they were before. Also what forwarding must keep: hop-by-hop headers stay on their hop,
 // X-Forwarded-* are set, large bodies arrive intact, idle WebSockets stay open.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
@@ -463,6 +463,96 @@ describe('timeouts that must not cut live traffic', () => {
     expect(closed).toBe(false);
     expect(await echo(ws, 'after a quiet while')).toBe('b1:after a quiet while');
     await closeSocket(ws);
+    await expectHealthy(run, 'r1', 'b1');
+  });
+});
+
+/** POSTs `body` in 64 KiB writes (chunked, or with Content-Length) and returns the answer. */
+function upload(url: string, body: Buffer, withLength: boolean): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+    if (withLength) headers['content-length'] = String(body.length);
+    const req = http.request(url, { method: 'POST', agent: false, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => {
+        text += d;
+      });
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.once('error', reject);
+    const write = (offset: number): void => {
+      if (offset >= body.length) {
+        req.end();
+        return;
+      }
+      const chunk = body.subarray(offset, offset + 65_536);
+      if (req.write(chunk)) setImmediate(() => write(offset + chunk.length));
+      else req.once('drain', () => write(offset + chunk.length));
+    };
+    write(0);
+  });
+}
+
+describe('what forwarding keeps and drops', () => {
+  it('keeps hop-by-hop headers on their hop in both directions and sets X-Forwarded-*', async () => {
+    const backend = await startBackend('b1');
+    const run = await proxyFor([backend]);
+    const res = await request(`${run.proxy.url}/rooms/r1`, {
+      headers: {
+        Connection: 'close, X-Secret',
+        'X-Secret': 'for the proxy only',
+        'Keep-Alive': 'timeout=30',
+        TE: 'trailers',
+        'Proxy-Authorization': 'Basic Zm9vOmJhcg==',
+        'X-Forwarded-For': '203.0.113.7',
+        'X-Kept': 'end to end',
+      },
+    });
+    expect(res.status).toBe(200);
+    const seen = JSON.parse(res.body).headers as Record<string, string>;
+    for (const hop of ['x-secret', 'keep-alive', 'te', 'proxy-authorization', 'upgrade'])
+      expect(seen[hop]).toBeUndefined();
+    // The backend's connection header is the proxy's pooled keep-alive, not the client's list.
+    expect(seen.connection).not.toMatch(/x-secret/i);
+    expect(seen['x-kept']).toBe('end to end');
+    expect(seen['x-forwarded-for']).toBe('203.0.113.7, 127.0.0.1');
+    expect(seen['x-forwarded-proto']).toBe('http');
+    expect(seen['x-forwarded-host']).toBe(`127.0.0.1:${run.proxy.port}`);
+    expect(seen.host).toBe(`127.0.0.1:${run.proxy.port}`);
+    // The backend answered with `connection: x-hop`, `x-hop: drop-me` and `keep-alive: timeout=5`.
+    expect(res.headers['x-hop']).toBeUndefined();
+    expect(res.headers['keep-alive']).toBeUndefined();
+    expect(res.headers.connection).toBe('close');
+    expect(res.headers['x-served-by']).toBe('b1');
+    expect(res.headers['content-type']).toBe('application/json');
+  });
+
+  it('sends a WebSocket handshake with X-Forwarded-* and without hop-by-hop extras', async () => {
+    const backend = await startBackend('b1');
+    const run = await proxyFor([backend]);
+    const { ws, hello } = await openSocket(`${run.ws}/rooms/r1`, {
+      'X-Forwarded-For': '198.51.100.1',
+      'Proxy-Authorization': 'Basic x',
+    });
+    expect(hello.headers.upgrade).toBe('websocket');
+    expect(hello.headers.connection).toBe('Upgrade');
+    expect(hello.headers['proxy-authorization']).toBeUndefined();
+    expect(hello.headers['x-forwarded-for']).toBe('198.51.100.1, 127.0.0.1');
+    expect(hello.headers['x-forwarded-proto']).toBe('http');
+    await closeSocket(ws);
+  });
+
+  it('streams an 8 MB request body intact, chunked and with Content-Length', async () => {
+    const backend = await startBackend('b1');
+    const run = await proxyFor([backend]);
+    const body = randomBytes(8 * 1024 * 1024);
+    const sha256 = createHash('sha256').update(body).digest('hex');
+    for (const withLength of [false, true]) {
+      const res = await upload(`${run.proxy.url}/digest?room=r1`, body, withLength);
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.body)).toEqual({ server: 'b1', length: body.length, sha256 });
+    }
     await expectHealthy(run, 'r1', 'b1');
   });
 });

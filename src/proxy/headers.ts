@@ -5,17 +5,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-]);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
 /** Field names listed in a Connection header, lower-cased; empty for the usual `keep-alive`/`close`. */
 function connectionListed(raw: readonly string[]): Set<string> | undefined {
@@ -36,7 +26,15 @@ function connectionListed(raw: readonly string[]): Set<string> | undefined {
 }
 
 function isHopByHop(lower: string, listed: Set<string> | undefined): boolean {
-  return HOP_BY_HOP.has(lower) || listed?.has(lower) === true;
+  return HOP_BY_HOP.has(lower) || listed?.has(lower) === true || isProxyField(lower);
+}
+
+/**
+ * Every `Proxy-*` field is meant for the proxy in between, never the backend; a bare `Proxy`
+ * header is dropped too, since CGI-style backends would read it as HTTP_PROXY ("httpoxy").
+ */
+function isProxyField(lower: string): boolean {
+  return lower.charCodeAt(0) === 112 /* p */ && (lower === 'proxy' || lower.startsWith('proxy-'));
 }
 
 /**
