@@ -2,11 +2,13 @@
 // process-level concerns: signals, reload, graceful shutdown, and never dying of a stray error.
 
 import type { AddressInfo } from 'node:net';
+import { RoomKeeper } from './affinity/room-keeper.js';
 import { type ConfigOverrides, loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { HealthCoordinator } from './health-coordinator.js';
 import { createLogger, type Logger } from './log.js';
 import { Pool } from './pool/pool.js';
+import { ConnectionTracker } from './proxy/connections.js';
 import { ProxyServer } from './proxy/proxy-server.js';
 import { RedisRegistry } from './registry/redis-registry.js';
 import type { Registry } from './registry/registry.js';
@@ -25,6 +27,7 @@ export class Daemon {
   readonly registry: Registry;
   readonly log: Logger;
   readonly health: HealthCoordinator;
+  readonly rooms: RoomKeeper;
   readonly startedAt = Date.now();
   address: AddressInfo | undefined;
   private stopping: Promise<void> | undefined;
@@ -36,7 +39,9 @@ export class Daemon {
     this.log = options.logger ?? createLogger(config.log.level);
     this.pool = new Pool(config.failover);
     this.registry = createRegistry(config, this.log);
-    this.proxy = new ProxyServer(this.pool, config);
+    const tracker = new ConnectionTracker();
+    this.rooms = new RoomKeeper(this.pool, tracker, this.registry, config, this.log);
+    this.proxy = new ProxyServer(this.pool, config, this.rooms.placer, tracker);
     this.health = new HealthCoordinator(this.pool, this.registry, config, this.log);
     this.pool.on('ring', (ring, previous) =>
       this.log.info(
@@ -66,6 +71,7 @@ export class Daemon {
 
   async start(): Promise<AddressInfo> {
     await this.registry.watch((snapshot) => this.pool.applySnapshot(snapshot));
+    this.rooms.start();
     this.address = await this.proxy.listen(this.config.listen.port, this.config.listen.host);
     this.log.info(
       {
@@ -115,6 +121,7 @@ export class Daemon {
     }
     this.registry.reconfigure(config);
     this.health.reconfigure(config);
+    this.rooms.reconfigure(config);
     this.log.info({ event: 'reload', backends: config.backends.length }, 'config reloaded');
     return true;
   }
@@ -125,6 +132,7 @@ export class Daemon {
       this.log.info({ event: 'shutdown', connections: this.proxy.tracker.size }, 'shutting down');
       await this.proxy.close(this.config.shutdownTimeout);
       this.health.stop();
+      await this.rooms.stop();
       await this.registry.close();
       this.log.info({ event: 'stopped' }, 'stopped');
     })();

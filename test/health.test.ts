@@ -14,6 +14,8 @@ import {
 } from './helpers.js';
 
 const HEALTH = { path: '/health', interval: '200ms', timeout: '200ms', fall: 2, rise: 2 };
+/** These tests look at ring membership: room leases off, so each request shows the ring's choice. */
+const RING_ONLY = { affinity: 'off' };
 const rooms = Array.from({ length: 60 }, (_, i) => `room-${i}`);
 
 async function servedBy(proxy: TestProxy, room: string): Promise<string> {
@@ -44,6 +46,7 @@ describe('health checks without Redis', () => {
       room: { from: [{ path: '/rooms/:room' }] },
       backends: backendsConfig(backends),
       health: HEALTH,
+      placement: RING_ONLY,
     });
     await waitUntil(() => ringSize(proxy, 3));
     const before = await owners(proxy);
@@ -72,6 +75,7 @@ describe('health checks without Redis', () => {
       room: { from: [{ path: '/rooms/:room' }] },
       backends: backendsConfig(backends),
       health: HEALTH,
+      placement: RING_ONLY,
     });
     // Before any check passed: no backend takes rooms.
     expect((await request(`${proxy.url}/rooms/x`)).status).toBe(503);
@@ -123,6 +127,8 @@ describe('one verdict in Redis mode', () => {
         leaderLease: '1s',
       },
       health: HEALTH,
+      placement: RING_ONLY,
+      placement: RING_ONLY,
     };
     for (const b of backends)
       await runCli([

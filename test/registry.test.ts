@@ -17,9 +17,11 @@ import {
 
 const CLUSTER = 'chat-test';
 
+/** Ring-level behaviour: room leases off, so every request shows where the ring sends its room. */
 function registryConfig(redis: TestRedis, extra: Record<string, unknown> = {}) {
   return {
     room: { from: [{ path: '/rooms/:room' }] },
+    placement: { affinity: 'off' },
     registry: {
       redis: redis.url,
       cluster: CLUSTER,

@@ -101,7 +101,14 @@ export function registerCommand(
   };
 }
 
-type BackendsArgs = RedisArgs & { action: string; id?: string; url?: string; weight?: number; json: boolean };
+type BackendsArgs = RedisArgs & {
+  action: string;
+  id?: string;
+  url?: string;
+  weight?: number;
+  deadline?: string;
+  json: boolean;
+};
 
 export function backendsCommand(fail: Fail): CommandModule<object, BackendsArgs> {
   return {
@@ -116,6 +123,10 @@ export function backendsCommand(fail: Fail): CommandModule<object, BackendsArgs>
         .option('id', { type: 'string', describe: 'Backend id (add, remove, drain, undrain, weight)' })
         .option('url', { type: 'string', describe: 'Backend URL (add)' })
         .option('weight', { type: 'number', describe: 'Weight (add, weight)' })
+        .option('deadline', {
+          type: 'string',
+          describe: 'drain: move the remaining rooms after this long (e.g. 10m)',
+        })
         .option('json', { type: 'boolean', default: false, describe: 'list: print JSON' }) as never,
     handler: async (argv) => {
       let admin: RegistryAdmin | undefined;
@@ -154,10 +165,19 @@ async function runBackendsAction(admin: RegistryAdmin, argv: BackendsArgs): Prom
       return;
     case 'remove':
       return done(await admin.remove(id()), `removed ${argv.id}`);
-    case 'drain':
-      return done(await admin.set(id(), 'state', 'draining'), `draining ${argv.id}: no new rooms go to it`);
+    case 'drain': {
+      let deadline: number | undefined;
+      if (argv.deadline !== undefined) {
+        const ms = parseDuration(argv.deadline);
+        if (ms === null)
+          throw new UsageError(`--deadline: expected a duration such as 30s or 10m, got '${argv.deadline}'`);
+        deadline = ms;
+      }
+      const then = deadline === undefined ? '' : `; its remaining rooms move in ${argv.deadline}`;
+      return done(await admin.drain(id(), deadline), `draining ${argv.id}: no new rooms go to it${then}`);
+    }
     case 'undrain':
-      return done(await admin.set(id(), 'state', 'active'), `${argv.id} takes new rooms again`);
+      return done(await admin.undrain(id()), `${argv.id} takes new rooms again`);
     case 'weight':
       if (argv.weight === undefined || !(argv.weight > 0))
         throw new UsageError('backends weight: give --weight above 0');
@@ -166,13 +186,15 @@ async function runBackendsAction(admin: RegistryAdmin, argv: BackendsArgs): Prom
 }
 
 function formatTable(rows: Awaited<ReturnType<RegistryAdmin['list']>>): string {
-  const header = ['ID', 'URL', 'WEIGHT', 'STATE', 'HEALTH', 'HEARTBEAT', 'NOTE'];
+  const header = ['ID', 'URL', 'WEIGHT', 'STATE', 'HEALTH', 'ROOMS', 'CONNS', 'HEARTBEAT', 'NOTE'];
   const lines = rows.map((r) => [
     r.id,
     r.url ?? '-',
     String(r.weight ?? '-'),
     r.state ?? '-',
     r.health === null ? '-' : `${r.health} (${r.healthReason})`,
+    String(r.rooms),
+    String(r.connections),
     r.heartbeatAgeMs === null ? 'none' : `${(r.heartbeatAgeMs / 1000).toFixed(1)}s ago`,
     r.invalid === null ? '' : `skipped: ${r.invalid}`,
   ]);

@@ -226,6 +226,33 @@ export const configSchema = z
       ),
     registry: registrySchema.optional(),
     health: healthSchema.optional(),
+    placement: z
+      .strictObject({
+        affinity: z
+          .enum(['on', 'off'])
+          .default('on')
+          .describe(
+            "'on': a live room keeps its backend across ring changes (room leases); 'off': pure ring",
+          ),
+        leaseTtl: duration(
+          '15s',
+          'A room with no connection on any proxy for this long follows the ring again',
+        ),
+        loadFactor: z
+          .number()
+          .min(1)
+          .max(10)
+          .optional()
+          .describe(
+            'Bounded load: a new room skips backends above ceil(factor × average) live rooms; absent: off',
+          ),
+        drainWindow: duration(
+          '10s',
+          "At a drain deadline, the backend's remaining WebSockets close (1012) spread over this",
+        ),
+      })
+      .prefault({})
+      .describe('Where rooms go, and how live rooms stay whole'),
     timeouts: z
       .strictObject({
         connect: duration('5s', 'Time allowed to open a connection to a backend'),
@@ -281,6 +308,7 @@ export type BackendConfig = z.output<typeof backendSchema>;
 export type RoomRule = z.output<typeof roomRuleSchema>;
 export type RegistryConfig = z.output<typeof registrySchema>;
 export type HealthConfig = z.output<typeof healthSchema>;
+export type PlacementConfig = Config['placement'];
 export type HealthOverride = z.output<typeof healthOverrideSchema>;
 
 export function configJsonSchema(): unknown {

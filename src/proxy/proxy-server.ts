@@ -5,6 +5,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { Placer } from '../affinity/placement.js';
 import type { Config } from '../config/schema.js';
 import { type ErrorCode, RoomringError } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
@@ -15,11 +16,10 @@ import { endThenDestroy, replyError, replyErrorOnSocket } from './reply.js';
 import { WebSocketForwarder } from './ws-forward.js';
 import { CLOSE_GOING_AWAY, clientCloseFrame, serverCloseFrame } from './ws-frames.js';
 
-type Placement = { backend: Backend; room: string | null } | { error: ErrorCode };
+type Target = { backend: Backend; room: string | null } | { error: ErrorCode };
 
 export class ProxyServer {
   readonly server: http.Server;
-  readonly tracker = new ConnectionTracker();
   private readonly http: HttpForwarder;
   private readonly ws: WebSocketForwarder;
   private roomKeyFrom: RoomKeyFn;
@@ -29,6 +29,9 @@ export class ProxyServer {
   constructor(
     private readonly pool: Pool,
     config: Config,
+    /** Where rooms go (leases when affinity is on); without one, the ring decides alone. */
+    private readonly placer?: Placer,
+    readonly tracker: ConnectionTracker = new ConnectionTracker(),
   ) {
     this.roomKeyFrom = compileRoomKey(config.room.from);
     this.onMissing = config.room.onMissing;
@@ -71,8 +74,11 @@ export class ProxyServer {
     return this.closing;
   }
 
-  /** Where the proxy would send a request for `room` now. */
-  place(req: IncomingMessage): Placement {
+  /**
+   * Where a request goes: synchronously when the answer is known (a cached lease, or the ring),
+   * else a promise that asks the lease store once for the room's first connection here.
+   */
+  target(req: IncomingMessage): Target | Promise<Target> {
     let room: string | null;
     try {
       room = this.roomKeyFrom(req);
@@ -80,9 +86,19 @@ export class ProxyServer {
       if (error instanceof RoomringError) return { error: error.code };
       throw error;
     }
-    if (room === null && this.onMissing === 'reject') return { error: 'ROOMRING_E_NO_ROOM' };
-    const backend = room === null ? this.pool.pickRandom() : this.pool.pick(room);
-    return backend === undefined ? { error: 'ROOMRING_E_NO_BACKEND' } : { backend, room };
+    if (room === null) {
+      if (this.onMissing === 'reject') return { error: 'ROOMRING_E_NO_ROOM' };
+      return withBackend(this.pool.pickRandom(), null);
+    }
+    if (this.placer === undefined) return withBackend(this.pool.pick(room), room);
+    const known = this.placer.placeNow(room);
+    if (known !== undefined || !this.placer.affinity) return withBackend(known?.backend, room);
+    const placed = room;
+    return this.placer.place(placed).then(
+      (placement) => withBackend(placement?.backend, placed),
+      // The lease store is unreachable: the ring still answers (static stability).
+      () => withBackend(this.pool.pick(placed), placed),
+    );
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -91,9 +107,14 @@ export class ProxyServer {
       replyError(res, 'ROOMRING_E_SHUTTING_DOWN');
       return;
     }
-    const placement = this.place(req);
-    if ('error' in placement) replyError(res, placement.error);
-    else this.http.forward(req, res, placement.room, placement.backend);
+    const target = this.target(req);
+    if (target instanceof Promise) target.then((t) => this.sendRequest(req, res, t));
+    else this.sendRequest(req, res, target);
+  }
+
+  private sendRequest(req: IncomingMessage, res: ServerResponse, target: Target): void {
+    if ('error' in target) replyError(res, target.error);
+    else if (!res.destroyed) this.http.forward(req, res, target.room, target.backend);
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -102,9 +123,14 @@ export class ProxyServer {
       replyErrorOnSocket(socket, 'ROOMRING_E_SHUTTING_DOWN');
       return;
     }
-    const placement = this.place(req);
-    if ('error' in placement) replyErrorOnSocket(socket, placement.error);
-    else this.ws.forward(req, socket, head, placement.room, placement.backend);
+    const target = this.target(req);
+    if (target instanceof Promise) target.then((t) => this.sendUpgrade(req, socket, head, t));
+    else this.sendUpgrade(req, socket, head, target);
+  }
+
+  private sendUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: Target): void {
+    if ('error' in target) replyErrorOnSocket(socket, target.error);
+    else if (!socket.destroyed) this.ws.forward(req, socket, head, target.room, target.backend);
   }
 
   /**
@@ -137,6 +163,10 @@ export class ProxyServer {
     }
     this.http.close();
   }
+}
+
+function withBackend(backend: Backend | undefined, room: string | null): Target {
+  return backend === undefined ? { error: 'ROOMRING_E_NO_BACKEND' } : { backend, room };
 }
 
 function forwardOptions(config: Config): ForwardOptions {

@@ -1,6 +1,7 @@
 // Operator commands against the registry (`roomring backends ...`): list, add, remove, drain, undrain.
 
 import { Redis } from 'ioredis';
+import { sumLoads } from '../affinity/cluster-load.js';
 import { parseVerdict } from '../health/verdict.js';
 import { readEntry } from './entry.js';
 import { type RegistryKeys, registryKeys } from './keys.js';
@@ -18,6 +19,11 @@ export interface BackendRow {
   epoch: number;
   /** Why proxies skip this entry, or null when it is usable. */
   invalid: string | null;
+  /** Draining: when remaining rooms are moved (ms since the epoch, Redis time), or null. */
+  drainDeadline: number | null;
+  /** Live rooms and connections on this backend, summed over the proxies' published loads. */
+  rooms: number;
+  connections: number;
   /** The leader's health verdict ('up', 'down', 'unknown'), or null where no checks run. */
   health: string | null;
   healthReason: string | null;
@@ -46,6 +52,7 @@ export class RegistryAdmin {
     )) as [number, number, string[], string[], string[]];
     const verdicts = new Map<string, string>();
     for (let i = 0; i < health.length; i += 2) verdicts.set(health[i] as string, health[i + 1] as string);
+    const loads = sumLoads(Object.values(await this.redis.hgetall(this.keys.load)));
     const deadlines = new Map<string, number>();
     for (let i = 0; i < expires.length; i += 2) deadlines.set(expires[i] as string, Number(expires[i + 1]));
     const rows: BackendRow[] = [];
@@ -53,7 +60,13 @@ export class RegistryAdmin {
       const id = flat[i] as string;
       const raw = flat[i + 1] as string;
       const result = readEntry(id, raw);
-      let fields: { url?: unknown; weight?: unknown; state?: unknown; ttl?: unknown } = {};
+      let fields: {
+        url?: unknown;
+        weight?: unknown;
+        state?: unknown;
+        ttl?: unknown;
+        drainDeadline?: unknown;
+      } = {};
       try {
         fields = JSON.parse(raw) as typeof fields;
       } catch {
@@ -73,6 +86,9 @@ export class RegistryAdmin {
         invalid: result.ok ? null : result.reason,
         health: verdict?.status ?? null,
         healthReason: verdict?.reason ?? null,
+        drainDeadline: typeof fields.drainDeadline === 'number' ? fields.drainDeadline : null,
+        rooms: loads.get(id)?.rooms ?? 0,
+        connections: loads.get(id)?.connections ?? 0,
       });
     }
     return rows.sort((a, b) => (a.id < b.id ? -1 : 1));
@@ -90,8 +106,29 @@ export class RegistryAdmin {
     return (await runScript(this.redis, DEREGISTER, membershipKeys(this.keys), [this.keys.events, id])) === 1;
   }
 
-  /** Sets `state` or `weight`; returns false when there is no such backend. */
-  async set(id: string, field: 'state' | 'weight', value: string | number): Promise<boolean> {
+  /** Starts draining: no new rooms; with `deadlineMs`, remaining rooms move after that long. */
+  async drain(id: string, deadlineMs?: number): Promise<boolean> {
+    let deadline: number | null = null;
+    if (deadlineMs !== undefined) {
+      const [seconds, micros] = await this.redis.time();
+      deadline = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) + deadlineMs;
+    }
+    // The deadline is written first, so no proxy sees the drain without it.
+    if (!(await this.set(id, 'drainDeadline', deadline))) return false;
+    return this.set(id, 'state', 'draining');
+  }
+
+  async undrain(id: string): Promise<boolean> {
+    if (!(await this.set(id, 'state', 'active'))) return false;
+    return this.set(id, 'drainDeadline', null);
+  }
+
+  /** Sets one field of an entry (null removes it); returns false when there is no such backend. */
+  async set(
+    id: string,
+    field: 'state' | 'weight' | 'drainDeadline',
+    value: string | number | null,
+  ): Promise<boolean> {
     const result = await runScript(this.redis, SET_FIELD, membershipKeys(this.keys), [
       this.keys.events,
       id,

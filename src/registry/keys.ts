@@ -14,6 +14,8 @@ export interface RegistryKeys {
   readonly events: string;
   /** pub/sub channel: backends a proxy saw fail, for the leader to probe at once */
   readonly suspects: string;
+  /** hash: proxy -> `serverTimeMs|{backend: [rooms, connections]}`, each proxy's live load */
+  readonly load: string;
   /** string with PX lease: the proxy that reaps expired heartbeats and runs shared health checks */
   readonly leader: string;
   /** the affinity lease of one room */
@@ -37,6 +39,7 @@ export function registryKeys(cluster: string): RegistryKeys {
     events: `${prefix}events`,
     suspects: `${prefix}suspects`,
     leader: `${prefix}leader`,
+    load: `${prefix}load`,
     room: (room) => `${prefix}room:${room}`,
   };
 }

@@ -290,6 +290,11 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
     else this.connections.commands.publish(this.keys.suspects, id).catch(() => undefined);
   }
 
+  /** This proxy's name in the registry (leader lease holder, load publisher). */
+  get proxyId(): string {
+    return this.holder;
+  }
+
   get leader(): boolean {
     return this.isLeader;
   }

@@ -65,7 +65,7 @@ return 1
 `);
 
 /**
- * KEYS: backends, expires, epoch. ARGV: channel, id, field ('state' | 'weight'), value as JSON.
+ * KEYS: backends, expires, epoch. ARGV: channel, id, field, value as JSON (null removes the field).
  * Returns 1 on change, 0 when unchanged, -1 when there is no such backend.
  */
 export const SET_FIELD = lua(`${NOTIFY}
@@ -74,6 +74,7 @@ if not existing then return -1 end
 local ok, entry = pcall(cjson.decode, existing)
 if not ok or type(entry) ~= 'table' then return redis.error_reply('entry ' .. ARGV[2] .. ' is not valid JSON') end
 local value = cjson.decode(ARGV[4])
+if value == cjson.null then value = nil end
 if entry[ARGV[3]] == value then return 0 end
 entry[ARGV[3]] = value
 redis.call('HSET', KEYS[1], ARGV[2], cjson.encode(entry))
