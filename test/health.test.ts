@@ -128,7 +128,6 @@ describe('one verdict in Redis mode', () => {
       },
       health: HEALTH,
       placement: RING_ONLY,
-      placement: RING_ONLY,
     };
     for (const b of backends)
       await runCli([
