@@ -389,9 +389,16 @@ describe('backends that hang or refuse', () => {
     const upgrade = await failedUpgrade(`${run.proxy.url}/rooms/${room}`);
     expect(upgrade.status).toBe(502);
     expect(JSON.parse(upgrade.body).error.code).toBe('ROOMRING_E_BACKEND_UNREACHABLE');
-    // With a retry left over, the same room reaches the live backend.
+    // With a retry left over, the room reaches the live backend, request body and all.
     const rescued = roomOrderedAs(ids, 'dead1', 'live');
     expect((await request(`${run.proxy.url}/rooms/${rescued}`)).headers['x-served-by']).toBe('live');
+    const body = randomBytes(1024 * 1024);
+    const uploaded = await upload(`${run.proxy.url}/digest?room=${rescued}`, body, false);
+    expect(JSON.parse(uploaded.body)).toEqual({
+      server: 'live',
+      length: body.length,
+      sha256: createHash('sha256').update(body).digest('hex'),
+    });
     const socket = await openSocket(`${run.ws}/rooms/${rescued}`);
     expect(socket.hello.server).toBe('live');
     await closeSocket(socket.ws);
@@ -437,6 +444,30 @@ describe('clients that never close their side', () => {
     expect(noRoom).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*"ROOMRING_E_NO_ROOM"/);
     expect(badRoom).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*"ROOMRING_E_BAD_ROOM"/);
     expect(garbage).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+    await expectHealthy(run, 'r1', 'b1');
+  });
+});
+
+describe('requests that try to smuggle a second request', () => {
+  it('answers 400 and never lets the backend see them', async () => {
+    const backend = await startBackend('b1');
+    const run = await proxyFor([backend]);
+    const smuggled = 'GET /rooms/r1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n';
+    for (const head of [
+      `POST /rooms/r1 HTTP/1.1\r\nHost: x\r\nContent-Length: ${smuggled.length + 5}\r\n` +
+        'Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+      'POST /rooms/r1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n',
+      'POST /rooms/r1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n',
+    ]) {
+      const socket = await connectRaw(run.proxy.port);
+      const reply = readAll(socket);
+      socket.write(head + smuggled);
+      const text = await reply;
+      expect(text).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+      // One answer, the proxy's own: nothing reached the backend, smuggled or not.
+      expect(text.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+      expect(text).not.toMatch(/x-served-by/i);
+    }
     await expectHealthy(run, 'r1', 'b1');
   });
 });

@@ -73,7 +73,8 @@ describe('valid configs', () => {
 
   it('applies defaults to an empty file', () => {
     const config = parseConfigText('', FILE);
-    expect(config).toEqual({
+    // A subset: sections added to the schema later bring their own defaults and tests.
+    expect(config).toMatchObject({
       listen: { host: '127.0.0.1', port: 8080 },
       room: {
         from: [{ path: '/rooms/:room' }, { query: 'room' }, { header: 'x-room-id' }],
