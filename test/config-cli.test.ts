@@ -123,6 +123,15 @@ describe('start', () => {
     expect(refused).toBe(true);
   });
 
+  it('exits 2 on a bad --port, naming the flag rather than a line of the file', async () => {
+    const file = writeConfig(EXAMPLE);
+    const { code, output } = await runCli(['start', '--config', file, '--port', '70000']);
+    expect(code).toBe(2);
+    expect(output).toContain(
+      `${file}: listen.port: expected number to be <=65535 (given on the command line)`,
+    );
+  });
+
   it('exits 2 when the config file is missing', async () => {
     const { code, output } = await runCli(['start', '--config', '/nonexistent/roomring.yaml']);
     expect(code).toBe(2);

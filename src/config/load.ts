@@ -43,14 +43,23 @@ export function parseConfigText(text: string, file: string, overrides: ConfigOve
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError(file, 'expected a mapping of settings at the top level');
   }
-  return validateConfig(applyOverrides(raw as Record<string, unknown>, overrides), file, doc, lines);
+  const source: Source = { doc, lines, overridden: overriddenPaths(overrides) };
+  return validateConfig(applyOverrides(raw as Record<string, unknown>, overrides), file, source);
+}
+
+/** Where the validated values came from, so an error can point at the right line or flag. */
+export interface Source {
+  doc: Document;
+  lines: LineCounter;
+  /** Field paths (`listen.port`) whose values came from overrides, not the file. */
+  overridden: ReadonlySet<string>;
 }
 
 /** Validates an in-memory config object (the library API's entry point). */
-export function validateConfig(raw: unknown, file = '<config>', doc?: Document, lines?: LineCounter): Config {
+export function validateConfig(raw: unknown, file = '<config>', source?: Source): Config {
   const result = configSchema.safeParse(raw);
   if (!result.success) {
-    const details = result.error.issues.map((issue) => describeIssue(issue, doc, lines)).join('\n  ');
+    const details = result.error.issues.map((issue) => describeIssue(issue, source)).join('\n  ');
     throw new ConfigError(file, result.error.issues.length > 1 ? `\n  ${details}` : details);
   }
   return deepFreeze(result.data);
@@ -70,7 +79,15 @@ function applyOverrides(raw: Record<string, unknown>, overrides: ConfigOverrides
   return out;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, doc?: Document, lines?: LineCounter): string {
+function overriddenPaths(overrides: ConfigOverrides): Set<string> {
+  const paths = new Set<string>();
+  if (overrides.host !== undefined) paths.add('listen.host');
+  if (overrides.port !== undefined) paths.add('listen.port');
+  if (overrides.logLevel !== undefined) paths.add('log.level');
+  return paths;
+}
+
+function describeIssue(issue: z.core.$ZodIssue, source?: Source): string {
   const path = issue.path.map(String);
   let field = path.length === 0 ? '(top level)' : formatPath(issue.path);
   let message = plainMessage(issue.message);
@@ -80,7 +97,9 @@ function describeIssue(issue: z.core.$ZodIssue, doc?: Document, lines?: LineCoun
     message = `unknown field '${key}'${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}`;
     path.push(key);
   }
-  const line = doc && lines ? lineOf(doc, lines, path) : undefined;
+  // A value from the command line has no line in the file; the file's line would mislead.
+  if (source?.overridden.has(field)) return `${field}: ${message} (given on the command line)`;
+  const line = source ? lineOf(source.doc, source.lines, path) : undefined;
   return `${field}: ${message}${line === undefined ? '' : ` (line ${line})`}`;
 }
 

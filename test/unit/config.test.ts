@@ -267,6 +267,18 @@ describe('invalid configs name the file, the field, what was expected and the li
     expect(errorOf('42\n').message).toMatch(/expected a mapping/);
   });
 
+  it('says a bad value came from the command line instead of pointing at a line of the file', () => {
+    let message = '';
+    try {
+      parseConfigText(EXAMPLE_YAML, FILE, { port: 70_000, logLevel: 'loud' });
+    } catch (error) {
+      message = (error as ConfigError).message;
+    }
+    expect(message).toContain('listen.port: expected number to be <=65535 (given on the command line)');
+    expect(message).toMatch(/log\.level: expected one of .* \(given on the command line\)/);
+    expect(message).not.toMatch(/line \d/);
+  });
+
   it('names a file it cannot read', () => {
     const missing = '/nonexistent/roomring.yaml';
     expect(() => loadConfigFile(missing)).toThrow(ConfigError);
