@@ -7,6 +7,7 @@ import {
   backendsConfig,
   type OpenSocket,
   openSocket,
+  ringSizeOf,
   runCli,
   startBackends,
   startProxy,
@@ -18,8 +19,7 @@ import {
 } from './helpers.js';
 
 const CLUSTER = 'rooms';
-const ringSize = (proxy: TestProxy, n: number) =>
-  [...proxy.output().matchAll(/ring rebuilt with (\d+) backend/g)].at(-1)?.[1] === String(n);
+const ringSize = (proxy: TestProxy, n: number) => ringSizeOf(proxy) === n;
 const ws = (proxy: TestProxy, room: string) => `${proxy.url.replace('http', 'ws')}/rooms/${room}/ws`;
 
 async function addBackend(redis: TestRedis, backend: TestBackend): Promise<void> {

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import {
   backendsConfig,
   request,
+  ringSizeOf,
   runCli,
   startBackends,
   startProxy,
@@ -33,9 +34,7 @@ async function setHealth(backend: TestBackend | undefined, query: string): Promi
   await request(`${backend?.url}/set-health?${query}`);
 }
 
-/** True when the proxy's latest ring has `n` backends. */
-const ringSize = (proxy: TestProxy, n: number) =>
-  [...proxy.output().matchAll(/ring rebuilt with (\d+) backend/g)].at(-1)?.[1] === String(n);
+const ringSize = (proxy: TestProxy, n: number) => ringSizeOf(proxy) === n;
 const count = (proxy: TestProxy, pattern: RegExp) =>
   (proxy.output().match(new RegExp(pattern, 'g')) ?? []).length;
 

@@ -363,3 +363,9 @@ export async function startSilentServer(): Promise<SilentServer> {
     },
   };
 }
+
+/** The size of the proxy's latest ring, read from its 'ring rebuilt' log lines (undefined before any). */
+export function ringSizeOf(proxy: RunningCli): number | undefined {
+  const last = [...proxy.output().matchAll(/ring rebuilt with (\d+) backend/g)].at(-1)?.[1];
+  return last === undefined ? undefined : Number(last);
+}

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import {
   onCleanup,
   request,
+  ringSizeOf,
   runCli,
   spawnCli,
   startBackends,
@@ -76,10 +77,7 @@ describe('Redis registry', () => {
     await waitUntil(
       async () => (await servedBy(p1, 'x')).startsWith('b') && (await servedBy(p2, 'x')).startsWith('b'),
     );
-    await waitUntil(
-      () =>
-        /ring rebuilt with 3 backend/.test(p1.output()) && /ring rebuilt with 3 backend/.test(p2.output()),
-    );
+    await waitUntil(() => ringSizeOf(p1) === 3 && ringSizeOf(p2) === 3);
     expect(lastFingerprint(p1)).toBe(lastFingerprint(p2));
     const seen = new Set<string>();
     for (const room of rooms) {
@@ -113,10 +111,7 @@ describe('Redis registry', () => {
     const before = new Map<string, string>();
     for (const room of rooms) before.set(room, await servedBy(p1, room));
     await sidecars[0]?.stop();
-    await waitUntil(
-      () =>
-        /ring rebuilt with 2 backend/.test(p1.output()) && /ring rebuilt with 2 backend/.test(p2.output()),
-    );
+    await waitUntil(() => ringSizeOf(p1) === 2 && ringSizeOf(p2) === 2);
     for (const room of rooms) {
       const now = await servedBy(p1, room);
       expect(await servedBy(p2, room)).toBe(now);
@@ -131,19 +126,13 @@ describe('Redis registry', () => {
     const p1 = await startProxy(registryConfig(redis));
     const p2 = await startProxy(registryConfig(redis));
     const sidecars = backends.map((b) => register(redis, b.id, b.url, '600ms'));
-    await waitUntil(
-      () =>
-        /ring rebuilt with 2 backend/.test(p1.output()) && /ring rebuilt with 2 backend/.test(p2.output()),
-    );
+    await waitUntil(() => ringSizeOf(p1) === 2 && ringSizeOf(p2) === 2);
     sidecars[1]?.child.kill('SIGKILL');
     await waitUntil(
       () => /removed 1 backend\(s\) whose heartbeat expired/.test(p1.output() + p2.output()),
       5000,
     );
-    await waitUntil(
-      () =>
-        /ring rebuilt with 1 backend/.test(p1.output()) && /ring rebuilt with 1 backend/.test(p2.output()),
-    );
+    await waitUntil(() => ringSizeOf(p1) === 1 && ringSizeOf(p2) === 1);
     // Exactly one proxy holds the lease and reaps.
     const leaders = [p1, p2].filter((p) => /now holds the registry leader lease/.test(p.output()));
     expect(leaders).toHaveLength(1);
@@ -155,7 +144,7 @@ describe('Redis registry', () => {
     const backends = await startBackends(['b1', 'b2', 'b3']);
     const proxy = await startProxy(registryConfig(redis));
     const sidecars = backends.map((b) => register(redis, b.id, b.url, '900ms'));
-    await waitUntil(() => /ring rebuilt with 3 backend/.test(proxy.output()));
+    await waitUntil(() => ringSizeOf(proxy) === 3);
     const before = new Map<string, string>();
     for (const room of rooms) before.set(room, await servedBy(proxy, room));
 
@@ -208,7 +197,7 @@ describe('Redis registry', () => {
       '1000',
     ]);
     expect(admin.code).toBe(0);
-    await waitUntil(() => /ring rebuilt with 2 backend/.test(proxy.output()), 8000);
+    await waitUntil(() => ringSizeOf(proxy) === 2, 8000);
     const seen = new Set<string>();
     for (const room of rooms) seen.add(await servedBy(proxy, room));
     expect(seen.has('r1')).toBe(true);
@@ -231,7 +220,7 @@ describe('Redis registry', () => {
     });
     await client.incr(`roomring:{${CLUSTER}}:epoch`);
     await client.publish(`roomring:{${CLUSTER}}:events`, '{}');
-    await waitUntil(() => /ring rebuilt with 1 backend/.test(proxy.output()));
+    await waitUntil(() => ringSizeOf(proxy) === 1);
     await waitUntil(() => (proxy.output().match(/skipping registry entry/g) ?? []).length >= 5);
     for (const id of ['bad-json', 'bad-url', 'bad-weight', 'bad-field', 'outside']) {
       expect(proxy.output()).toContain(`skipping registry entry '${id}'`);
@@ -261,7 +250,7 @@ describe('Redis registry', () => {
         '--url',
         b.url,
       ]);
-    await waitUntil(() => /ring rebuilt with 2 backend/.test(proxy.output()));
+    await waitUntil(() => ringSizeOf(proxy) === 2);
     const drain = await runCli([
       'backends',
       'drain',
@@ -273,7 +262,7 @@ describe('Redis registry', () => {
       'b1',
     ]);
     expect(drain.code).toBe(0);
-    await waitUntil(() => /ring rebuilt with 1 backend/.test(proxy.output()));
+    await waitUntil(() => ringSizeOf(proxy) === 1);
     for (const room of rooms) expect(await servedBy(proxy, room)).toBe('b2');
     await runCli(['backends', 'undrain', '--redis', redis.url, '--cluster', CLUSTER, '--id', 'b1']);
     await waitUntil(async () => (await Promise.all(rooms.map((r) => servedBy(proxy, r)))).includes('b1'));
