@@ -65,6 +65,11 @@ function roomOrderedAs(ids: string[], ...first: string[]): string {
   }
 }
 
+/** The backend the ring gives `room` among `ids` (weight 1 each). */
+function roomOwner(ids: string[], room: string): string {
+  return new Ring(ids.map((id) => ({ id, weight: 1 }))).ownerOf(room)?.id ?? '';
+}
+
 /**
  * The proxy survived: it is running, logged no stray error, still forwards an HTTP request and a
  * WebSocket for `room`, and once all is closed it holds exactly the sockets it held when idle.
@@ -445,6 +450,37 @@ describe('clients that never close their side', () => {
     expect(badRoom).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*"ROOMRING_E_BAD_ROOM"/);
     expect(garbage).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
     await expectHealthy(run, 'r1', 'b1');
+  });
+});
+
+describe('room ids in raw header bytes', () => {
+  it('reads UTF-8 header bytes as UTF-8 and answers 400 to bytes that are not UTF-8', async () => {
+    const [b1, b2] = await Promise.all([startBackend('b1'), startBackend('b2')]);
+    const run = await proxyFor([b1, b2], {
+      room: { from: [{ path: '/rooms/:room' }, { header: 'X-Room-Id' }], onMissing: 'reject' },
+    });
+    const viaHeader = async (bytes: Buffer): Promise<string> => {
+      const socket = await connectRaw(run.proxy.port);
+      const reply = readAll(socket);
+      socket.write(
+        Buffer.concat([
+          Buffer.from('GET /socket HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Room-Id: '),
+          bytes,
+          Buffer.from('\r\n\r\n'),
+        ]),
+      );
+      return reply;
+    };
+    for (const room of ['caf\u00e9', '日本', '😀 party']) {
+      const byPath = await request(`${run.proxy.url}/rooms/${encodeURIComponent(room)}`);
+      const byHeader = await viaHeader(Buffer.from(room, 'utf8'));
+      expect(byHeader).toMatch(/^HTTP\/1\.1 200 /);
+      expect(byHeader).toContain(`x-served-by: ${byPath.headers['x-served-by']}`);
+    }
+    const bad = await viaHeader(Buffer.from([0x63, 0x61, 0x66, 0xe9]));
+    expect(bad).toMatch(/^HTTP\/1\.1 400 /);
+    expect(bad).toContain('"ROOMRING_E_BAD_ROOM"');
+    await expectHealthy(run, 'r1', roomOwner(['b1', 'b2'], 'r1'));
   });
 });
 
