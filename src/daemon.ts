@@ -2,6 +2,9 @@
 // process-level concerns: signals, reload, graceful shutdown, and never dying of a stray error.
 
 import type { AddressInfo } from 'node:net';
+import { AdminServer } from './admin/admin-server.js';
+import { Metrics } from './admin/metrics.js';
+import { buildStatus, type ProxyStatus } from './admin/status.js';
 import { RoomKeeper } from './affinity/room-keeper.js';
 import { type ConfigOverrides, loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
@@ -13,6 +16,7 @@ import { ProxyServer } from './proxy/proxy-server.js';
 import { RedisRegistry } from './registry/redis-registry.js';
 import type { Registry } from './registry/registry.js';
 import { StaticRegistry } from './registry/static-registry.js';
+import { VERSION } from './version.js';
 
 export interface DaemonOptions {
   logger?: Logger;
@@ -28,8 +32,12 @@ export class Daemon {
   readonly log: Logger;
   readonly health: HealthCoordinator;
   readonly rooms: RoomKeeper;
+  readonly metrics: Metrics;
+  readonly admin: AdminServer | undefined;
   readonly startedAt = Date.now();
   address: AddressInfo | undefined;
+  adminAddress: AddressInfo | undefined;
+  private lastSnapshotAt: number | undefined;
   private stopping: Promise<void> | undefined;
 
   constructor(
@@ -41,8 +49,23 @@ export class Daemon {
     this.registry = createRegistry(config, this.log);
     const tracker = new ConnectionTracker();
     this.rooms = new RoomKeeper(this.pool, tracker, this.registry, config, this.log);
-    this.proxy = new ProxyServer(this.pool, config, this.rooms.placer, tracker);
-    this.health = new HealthCoordinator(this.pool, this.registry, config, this.log);
+    this.metrics = new Metrics({
+      pool: this.pool,
+      tracker,
+      registryStatus: () => this.registry.status(),
+      lastSnapshotAt: () => this.lastSnapshotAt,
+    });
+    this.proxy = new ProxyServer(this.pool, config, this.rooms.placer, tracker, this.metrics);
+    this.health = new HealthCoordinator(this.pool, this.registry, config, this.log, (id, verdict) =>
+      this.metrics.healthTransition(id, verdict),
+    );
+    if (this.registry instanceof RedisRegistry) {
+      const { connections } = this.registry;
+      connections.on('ready', () => {
+        if (this.lastSnapshotAt !== undefined) this.metrics.registryReconnected();
+      });
+    }
+    this.admin = config.admin && new AdminServer(config.admin, this.adminHandlers());
     this.pool.on('ring', (ring, previous) =>
       this.log.info(
         {
@@ -65,14 +88,59 @@ export class Daemon {
     );
   }
 
+  status(): ProxyStatus {
+    const { address } = this;
+    return buildStatus({
+      version: VERSION,
+      startedAt: this.startedAt,
+      listen: () => (address === undefined ? '' : `${hostForUrl(address)}:${address.port}`),
+      shuttingDown: () => this.proxy.shuttingDown,
+      pool: this.pool,
+      tracker: this.proxy.tracker,
+      placer: this.rooms.placer,
+      load: this.rooms.load,
+      registry: () => this.registry.status(),
+    });
+  }
+
+  /** Where `room` would go now and why (lease, ring owner, failover, bounded load); claims nothing. */
+  async route(room: string): Promise<unknown> {
+    const placement = await this.rooms.placer.explain(room);
+    const backend = placement === undefined ? null : { id: placement.backend.id, url: placement.backend.url };
+    return { room, backend, reason: placement?.reason ?? null, fingerprint: this.pool.ring.fingerprint() };
+  }
+
+  private adminHandlers() {
+    return {
+      status: () => this.status(),
+      route: (room: string) => this.route(room),
+      metrics: async () => ({
+        contentType: this.metrics.registry.contentType,
+        body: await this.metrics.registry.metrics(),
+      }),
+      healthy: () => !this.proxy.shuttingDown,
+      reload: () => this.reload(),
+    };
+  }
+
   get currentConfig(): Config {
     return this.config;
   }
 
   async start(): Promise<AddressInfo> {
-    await this.registry.watch((snapshot) => this.pool.applySnapshot(snapshot));
+    await this.registry.watch((snapshot) => {
+      this.lastSnapshotAt = Date.now();
+      this.pool.applySnapshot(snapshot);
+    });
     this.rooms.start();
     this.address = await this.proxy.listen(this.config.listen.port, this.config.listen.host);
+    if (this.admin !== undefined) {
+      this.adminAddress = await this.admin.listen();
+      this.log.info(
+        { event: 'admin', listen: `${this.adminAddress.address}:${this.adminAddress.port}` },
+        `admin and dashboard on http://${hostForUrl(this.adminAddress)}:${this.adminAddress.port}/`,
+      );
+    }
     this.log.info(
       {
         event: 'start',
@@ -122,6 +190,7 @@ export class Daemon {
     this.registry.reconfigure(config);
     this.health.reconfigure(config);
     this.rooms.reconfigure(config);
+    if (config.admin !== undefined) this.admin?.configure(config.admin);
     this.log.info({ event: 'reload', backends: config.backends.length }, 'config reloaded');
     return true;
   }
@@ -131,6 +200,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       this.log.info({ event: 'shutdown', connections: this.proxy.tracker.size }, 'shutting down');
       await this.proxy.close(this.config.shutdownTimeout);
+      await this.admin?.close();
       this.health.stop();
       await this.rooms.stop();
       await this.registry.close();

@@ -10,6 +10,9 @@ export const ERROR_CODES = {
   ROOMRING_E_BACKEND_TIMEOUT: { status: 504, message: 'The backend for this room did not answer in time.' },
   ROOMRING_E_SHUTTING_DOWN: { status: 503, message: 'The proxy is shutting down.' },
   ROOMRING_E_CONFIG: { status: 500, message: 'The configuration is invalid.' },
+  ROOMRING_E_UNAUTHORIZED: { status: 401, message: 'The admin API needs a valid bearer token.' },
+  ROOMRING_E_NOT_FOUND: { status: 404, message: 'No such admin endpoint.' },
+  ROOMRING_E_ADMIN: { status: 500, message: 'The admin request failed.' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

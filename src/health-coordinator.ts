@@ -20,6 +20,7 @@ export class HealthCoordinator {
     registry: Registry,
     private config: Config,
     private readonly log: Logger,
+    private readonly onTransition?: (id: string, verdict: Verdict) => void,
   ) {
     this.redis = registry instanceof RedisRegistry ? registry : undefined;
     pool.on('backends', (backends) => this.checker?.setTargets(backends));
@@ -66,6 +67,7 @@ export class HealthCoordinator {
     verdict: Verdict,
     previous: Verdict | undefined,
   ): void {
+    this.onTransition?.(id, verdict);
     const level = verdict.status === 'down' ? 'warn' : 'info';
     this.log[level](
       { event: 'health', backend: id, status: verdict.status, reason: verdict.reason, was: previous?.status },

@@ -9,6 +9,8 @@ export interface Lease {
 }
 
 export interface LeaseStore {
+  /** Reads a room's lease without claiming one (status pages, `route`). */
+  peek(room: string): Promise<Lease | undefined>;
   /**
    * Returns the room's lease; when there is none, first records `candidate` for `ttlMs` (SET NX).
    * Racing callers all get the one winner. One round trip.
@@ -37,6 +39,11 @@ export class MemoryLeaseStore implements LeaseStore {
       return undefined;
     }
     return lease;
+  }
+
+  async peek(room: string): Promise<Lease | undefined> {
+    const lease = this.live(room);
+    return lease && { backendId: lease.backendId, ttlMs: lease.expiresAt - Date.now() };
   }
 
   async claim(room: string, candidate: string, ttlMs: number): Promise<Lease> {

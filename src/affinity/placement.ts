@@ -90,6 +90,16 @@ export class Placer {
     return pending;
   }
 
+  /** Where `room` would go now and why, without claiming a lease. */
+  async explain(room: string): Promise<Placement | undefined> {
+    if (this.affinity) {
+      const lease = await (this.store as LeaseStore).peek(room);
+      const backend = lease && this.pool.get(lease.backendId);
+      if (backend !== undefined && this.pool.canHost(backend.id)) return { backend, reason: 'lease' };
+    }
+    return this.choose(room);
+  }
+
   /** After `failed` refused a connection: move the room's lease to the next backend (compare-and-set). */
   async moveOff(room: string, failed: Backend): Promise<Placement | undefined> {
     this.cache.delete(room);

@@ -60,6 +60,15 @@ export class RedisLeaseStore implements LeaseStore {
     return { backendId, ttlMs: Math.max(0, ttlMs) };
   }
 
+  async peek(room: string): Promise<Lease | undefined> {
+    const key = this.keys.room(room);
+    const [[, backendId], [, ttlMs]] = (await this.redis.multi().get(key).pttl(key).exec()) as [
+      [unknown, string | null],
+      [unknown, number],
+    ];
+    return backendId === null ? undefined : { backendId, ttlMs: Math.max(0, ttlMs) };
+  }
+
   claim(room: string, candidate: string, ttlMs: number): Promise<Lease> {
     return this.lease(CLAIM, room, [candidate, ttlMs]);
   }

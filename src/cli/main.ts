@@ -1,7 +1,6 @@
 // The command line: the only place that parses argv. Exit codes: 0 ok, 2 usage or config error,
 // 1 runtime failure.
 
-import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { loadConfigFile } from '../config/load.js';
@@ -10,17 +9,11 @@ import { runDaemon } from '../daemon.js';
 import { runDemo } from '../demo/demo.js';
 import { ConfigError } from '../errors.js';
 import { previewRoute } from '../route.js';
+import { VERSION } from '../version.js';
 import { backendsCommand, registerCommand } from './registry-commands.js';
 
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
-
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
 
 function fail(error: unknown): never {
   if (error instanceof ConfigError) {
@@ -108,6 +101,28 @@ await yargs(hideBin(process.argv))
       }
     },
   )
+  .command(
+    'reload',
+    'Ask a running proxy to re-read its config file (as SIGHUP does), through its admin API',
+    (y) =>
+      y
+        .option('admin', { type: 'string', default: 'http://127.0.0.1:9090', describe: 'Admin API base URL' })
+        .option('token', { type: 'string', describe: 'Admin bearer token (default: $ROOMRING_ADMIN_TOKEN)' }),
+    async (argv) => {
+      try {
+        const token = argv.token ?? process.env.ROOMRING_ADMIN_TOKEN;
+        const res = await fetch(new URL('/reload', argv.admin), {
+          method: 'POST',
+          headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+        });
+        const body = (await res.json()) as { error?: { message: string } };
+        if (!res.ok) throw new Error(body.error?.message ?? `admin API answered ${res.status}`);
+        process.stdout.write('reloaded\n');
+      } catch (error) {
+        fail(error);
+      }
+    },
+  )
   .command(registerCommand(fail))
   .command(backendsCommand(fail))
   .command(
@@ -120,7 +135,7 @@ await yargs(hideBin(process.argv))
   )
   .demandCommand(1, 'Name a command; see --help.')
   .strict()
-  .version(version())
+  .version(VERSION)
   .help()
   .fail((message, error) => {
     if (error !== undefined && error !== null) fail(error);

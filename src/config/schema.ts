@@ -119,6 +119,11 @@ export const roomRuleSchema = z.union([pathRule, queryRule, headerRule, cookieRu
   error: 'expected one of {path: /rooms/:room}, {query: NAME}, {header: NAME} or {cookie: NAME}',
 });
 
+/** True for addresses only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
 /** True for `10.0.0.0/8`, `::1/128`, `127.0.0.1`, `backend.local`, `*.svc.cluster.local`. */
 function isAllowRule(rule: string): boolean {
   const [address, bits, extra] = rule.split('/');
@@ -226,6 +231,34 @@ export const configSchema = z
       ),
     registry: registrySchema.optional(),
     health: healthSchema.optional(),
+    admin: z
+      .strictObject({
+        host: z
+          .string()
+          .min(1)
+          .default('127.0.0.1')
+          .describe('Address of the admin listener (status, metrics, dashboard)'),
+        port: z
+          .number()
+          .int()
+          .min(0)
+          .max(65535)
+          .default(9090)
+          .describe('Port of the admin listener (0: any free)'),
+        token: z
+          .string()
+          .min(16, 'expected a token of at least 16 characters')
+          .optional()
+          .describe('Bearer token the admin API requires; required when host is not a loopback address'),
+      })
+      .refine((admin) => admin.token !== undefined || isLoopback(admin.host), {
+        message: 'expected a token: the admin listener is bound beyond loopback',
+        path: ['token'],
+      })
+      .optional()
+      .describe(
+        'Admin listener: /status, /route, /metrics, /healthz, /reload and the dashboard; absent: none',
+      ),
     placement: z
       .strictObject({
         affinity: z
@@ -309,6 +342,7 @@ export type RoomRule = z.output<typeof roomRuleSchema>;
 export type RegistryConfig = z.output<typeof registrySchema>;
 export type HealthConfig = z.output<typeof healthSchema>;
 export type PlacementConfig = Config['placement'];
+export type AdminConfig = NonNullable<Config['admin']>;
 export type HealthOverride = z.output<typeof healthOverrideSchema>;
 
 export function configJsonSchema(): unknown {

@@ -9,6 +9,7 @@ import type { ErrorCode } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
+import type { ProxyObserver } from './observer.js';
 import { replyError } from './reply.js';
 
 export interface ForwardTimeouts {
@@ -52,6 +53,7 @@ export class HttpForwarder {
   constructor(
     private readonly pool: Pool,
     private options: ForwardOptions,
+    private readonly observer?: ProxyObserver,
   ) {
     this.httpAgent = new http.Agent(agentOptions(options.timeouts));
     this.httpsAgent = new https.Agent(agentOptions(options.timeouts));
@@ -117,6 +119,7 @@ export class HttpForwarder {
     proxyReq.once('response', (proxyRes) => {
       responded = true;
       this.pool.reportSuccess(backend);
+      this.observer?.response(backend.id, proxyRes.statusCode ?? 0);
       // From here only silence counts, so a long stream that keeps moving is never cut.
       proxyReq.setTimeout(timeouts.idle);
       proxyRes.once('error', () => res.destroy());
@@ -174,7 +177,9 @@ export class HttpForwarder {
         return;
       }
     }
-    replyError(exchange.res, errorCodeOf(code));
+    const error = errorCodeOf(code);
+    this.observer?.error(error);
+    replyError(exchange.res, error);
   }
 
   close(): void {

@@ -12,6 +12,7 @@ import type { Backend, Pool } from '../pool/pool.js';
 import { compileRoomKey, type RoomKeyFn } from '../room/room-key.js';
 import { ConnectionTracker } from './connections.js';
 import { type ForwardOptions, HttpForwarder } from './http-forward.js';
+import type { ProxyObserver } from './observer.js';
 import { endThenDestroy, replyError, replyErrorOnSocket } from './reply.js';
 import { WebSocketForwarder } from './ws-forward.js';
 import { CLOSE_GOING_AWAY, clientCloseFrame, serverCloseFrame } from './ws-frames.js';
@@ -32,12 +33,13 @@ export class ProxyServer {
     /** Where rooms go (leases when affinity is on); without one, the ring decides alone. */
     private readonly placer?: Placer,
     readonly tracker: ConnectionTracker = new ConnectionTracker(),
+    private readonly observer?: ProxyObserver,
   ) {
     this.roomKeyFrom = compileRoomKey(config.room.from);
     this.onMissing = config.room.onMissing;
     const options = forwardOptions(config);
-    this.http = new HttpForwarder(pool, options);
-    this.ws = new WebSocketForwarder(pool, this.tracker, options);
+    this.http = new HttpForwarder(pool, options, observer);
+    this.ws = new WebSocketForwarder(pool, this.tracker, options, observer);
     // requestTimeout 0: long uploads and streams are bounded by `timeouts.idle`, not a total.
     this.server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 5000 });
     this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res));
@@ -94,10 +96,17 @@ export class ProxyServer {
     const known = this.placer.placeNow(room);
     if (known !== undefined || !this.placer.affinity) return withBackend(known?.backend, room);
     const placed = room;
+    const started = performance.now();
     return this.placer.place(placed).then(
-      (placement) => withBackend(placement?.backend, placed),
+      (placement) => {
+        this.observer?.placement((performance.now() - started) / 1000, placement?.reason ?? 'ring-owner');
+        return withBackend(placement?.backend, placed);
+      },
       // The lease store is unreachable: the ring still answers (static stability).
-      () => withBackend(this.pool.pick(placed), placed),
+      () => {
+        this.observer?.placement((performance.now() - started) / 1000, 'store-unreachable');
+        return withBackend(this.pool.pick(placed), placed);
+      },
     );
   }
 
@@ -113,8 +122,10 @@ export class ProxyServer {
   }
 
   private sendRequest(req: IncomingMessage, res: ServerResponse, target: Target): void {
-    if ('error' in target) replyError(res, target.error);
-    else if (!res.destroyed) this.http.forward(req, res, target.room, target.backend);
+    if ('error' in target) {
+      this.observer?.error(target.error);
+      replyError(res, target.error);
+    } else if (!res.destroyed) this.http.forward(req, res, target.room, target.backend);
   }
 
   private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -129,8 +140,10 @@ export class ProxyServer {
   }
 
   private sendUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: Target): void {
-    if ('error' in target) replyErrorOnSocket(socket, target.error);
-    else if (!socket.destroyed) this.ws.forward(req, socket, head, target.room, target.backend);
+    if ('error' in target) {
+      this.observer?.error(target.error);
+      replyErrorOnSocket(socket, target.error);
+    } else if (!socket.destroyed) this.ws.forward(req, socket, head, target.room, target.backend);
   }
 
   /**

@@ -11,6 +11,7 @@ import type { ConnectionTracker, Tunnel } from './connections.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHead, requestHeadersFor } from './headers.js';
 import type { ForwardOptions } from './http-forward.js';
+import { type ProxyObserver, statusOfHead } from './observer.js';
 import { endThenDestroy, replyErrorOnSocket } from './reply.js';
 
 const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
@@ -20,6 +21,7 @@ export class WebSocketForwarder {
     private readonly pool: Pool,
     private readonly tracker: ConnectionTracker,
     private options: ForwardOptions,
+    private readonly observer?: ProxyObserver,
   ) {}
 
   setOptions(options: ForwardOptions): void {
@@ -59,10 +61,10 @@ export class WebSocketForwarder {
             return;
           }
         }
-        replyErrorOnSocket(
-          client,
-          code === CONNECT_TIMEOUT ? 'ROOMRING_E_BACKEND_TIMEOUT' : 'ROOMRING_E_BACKEND_UNREACHABLE',
-        );
+        const reply =
+          code === CONNECT_TIMEOUT ? 'ROOMRING_E_BACKEND_TIMEOUT' : 'ROOMRING_E_BACKEND_UNREACHABLE';
+        this.observer?.error(reply);
+        replyErrorOnSocket(client, reply);
       });
     };
     attempt(backend);
@@ -122,6 +124,9 @@ export class WebSocketForwarder {
     upstream.pipe(client);
     client.pipe(upstream);
     if (response > 0) this.limitHandshake(tunnel, close, response);
+    const { observer } = this;
+    if (observer !== undefined)
+      upstream.once('data', (chunk: Buffer) => observer.upgrade(backend.id, statusOfHead(chunk)));
   }
 
   /**
@@ -137,6 +142,7 @@ export class WebSocketForwarder {
       client.unpipe(upstream);
       upstream.destroy();
       this.tracker.remove(tunnel);
+      this.observer?.error('ROOMRING_E_BACKEND_TIMEOUT');
       replyErrorOnSocket(client, 'ROOMRING_E_BACKEND_TIMEOUT');
     }, ms);
     upstream.once('data', () => clearTimeout(timer));
