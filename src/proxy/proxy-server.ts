@@ -15,7 +15,7 @@ import { type ForwardOptions, HttpForwarder } from './http-forward.js';
 import type { ProxyObserver } from './observer.js';
 import { endThenDestroy, replyError, replyErrorOnSocket } from './reply.js';
 import { WebSocketForwarder } from './ws-forward.js';
-import { CLOSE_GOING_AWAY, clientCloseFrame, serverCloseFrame } from './ws-frames.js';
+import { CLOSE_GOING_AWAY, closeTunnel } from './ws-frames.js';
 
 type Target = { backend: Backend; room: string | null } | { error: ErrorCode };
 
@@ -156,12 +156,7 @@ export class ProxyServer {
     this.closing = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeIdleConnections();
-    for (const tunnel of this.tracker.all()) {
-      tunnel.upstream.unpipe(tunnel.client);
-      tunnel.client.unpipe(tunnel.upstream);
-      tunnel.client.end(serverCloseFrame(CLOSE_GOING_AWAY));
-      tunnel.upstream.end(clientCloseFrame(CLOSE_GOING_AWAY));
-    }
+    for (const tunnel of this.tracker.all()) closeTunnel(tunnel, CLOSE_GOING_AWAY);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs);

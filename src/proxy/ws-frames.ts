@@ -40,9 +40,23 @@ export interface TunnelEnds {
  * `code` and the backend a masked one, then ends both sockets. A frame the backend was still
  * writing is cut: callers use this only when the connection has to go anyway.
  */
-export function closeTunnel(tunnel: TunnelEnds, code: number): void {
-  tunnel.upstream.unpipe(tunnel.client);
-  tunnel.client.unpipe(tunnel.upstream);
-  tunnel.client.end(serverCloseFrame(code));
-  tunnel.upstream.end(clientCloseFrame(code));
+export function closeTunnel(tunnel: TunnelEnds, code: number, graceMs = CLOSE_GRACE_MS): void {
+  const { client, upstream } = tunnel;
+  upstream.unpipe(client);
+  client.unpipe(upstream);
+  client.end(serverCloseFrame(code));
+  upstream.end(clientCloseFrame(code));
+  // Unpiped sockets are paused and would never read the peer's FIN: drain them so they close.
+  client.resume();
+  upstream.resume();
+  const timer = setTimeout(() => {
+    client.destroy();
+    upstream.destroy();
+  }, graceMs);
+  timer.unref();
+  client.once('close', () => upstream.destroy());
+  upstream.once('close', () => clearTimeout(timer));
 }
+
+/** How long a closing peer gets to answer the close handshake before its socket is destroyed. */
+const CLOSE_GRACE_MS = 2000;
