@@ -1,8 +1,10 @@
 // The command line: the only place that parses argv. Exit codes: 0 ok, 2 usage or config error,
 // 1 runtime failure.
 
+import cluster from 'node:cluster';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { runCluster } from '../cluster.js';
 import { loadConfigFile } from '../config/load.js';
 import { configJsonSchema } from '../config/schema.js';
 import { runDaemon } from '../daemon.js';
@@ -40,10 +42,23 @@ await yargs(hideBin(process.argv))
         })
         .option('host', { type: 'string', describe: 'Override listen.host' })
         .option('port', { type: 'number', describe: 'Override listen.port' })
-        .option('log-level', { type: 'string', describe: 'Override log.level' }),
+        .option('log-level', { type: 'string', describe: 'Override log.level' })
+        .option('workers', {
+          type: 'number',
+          default: 1,
+          describe: 'Proxy processes sharing the port (node:cluster); the primary serves the admin API',
+        })
+        .check((argv) => {
+          if (!Number.isInteger(argv.workers) || argv.workers < 1 || argv.workers > 64) {
+            throw new Error('--workers: expected a whole number from 1 to 64');
+          }
+          return true;
+        }),
     async (argv) => {
       try {
-        await runDaemon(argv.config, { host: argv.host, port: argv.port, logLevel: argv.logLevel });
+        const overrides = { host: argv.host, port: argv.port, logLevel: argv.logLevel };
+        if (argv.workers > 1 || cluster.isWorker) await runCluster(argv.config, overrides, argv.workers);
+        else await runDaemon(argv.config, overrides);
       } catch (error) {
         fail(error);
       }

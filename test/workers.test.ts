@@ -1,0 +1,79 @@
+// --workers: several proxy processes on one port that route identically, with one admin API,
+// reload and shutdown reaching all of them.
+import { writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import {
+  backendsConfig,
+  freePort,
+  openSocket,
+  request,
+  startBackends,
+  startProxy,
+  waitUntil,
+} from './helpers.js';
+
+interface ClusterStatus {
+  connections: number;
+  ring: { size: number };
+  workers: { pid: number; connections: number; fingerprint: string }[];
+}
+
+describe('workers', () => {
+  it('routes every room identically across 2 workers, aggregates status and metrics, reloads and stops them all', async () => {
+    const backends = await startBackends(['b1', 'b2', 'b3']);
+    const adminPort = await freePort();
+    const room = { from: [{ path: '/rooms/:room' }] };
+    const proxy = await startProxy(
+      { room, backends: backendsConfig(backends.slice(0, 2)), admin: { port: adminPort } },
+      ['--workers', '2'],
+    );
+    const admin = `http://127.0.0.1:${adminPort}`;
+    await waitUntil(() => /with 2 workers/.test(proxy.output()));
+    const ws = proxy.url.replace('http', 'ws');
+    const sockets = [];
+    const servers = new Map<string, Set<string>>();
+    for (let i = 0; i < 60; i++) {
+      for (let j = 0; j < 3; j++) {
+        const socket = await openSocket(`${ws}/rooms/w${i}`);
+        sockets.push(socket);
+        servers.set(`w${i}`, (servers.get(`w${i}`) ?? new Set()).add(socket.hello.server));
+      }
+    }
+    expect([...servers.values()].every((s) => s.size === 1)).toBe(true);
+
+    const status = JSON.parse((await request(`${admin}/status`)).body) as ClusterStatus;
+    expect(status.workers).toHaveLength(2);
+    expect(new Set(status.workers.map((w) => w.fingerprint)).size).toBe(1);
+    expect(new Set(status.workers.map((w) => w.pid)).size).toBe(2);
+    // Connections are spread over both workers and summed in the one status.
+    expect(status.connections).toBe(180);
+    expect(status.workers.every((w) => w.connections > 0)).toBe(true);
+    for (let i = 0; i < 10; i++) await request(`${proxy.url}/rooms/m${i}`);
+    const metrics = (await request(`${admin}/metrics`)).body;
+    const total = [...metrics.matchAll(/roomring_requests_total\{[^}]*status="200"[^}]*\} (\d+)/g)].reduce(
+      (n, m) => n + Number(m[1]),
+      0,
+    );
+    expect(total).toBe(10);
+
+    writeFileSync(
+      proxy.configFile,
+      stringify({
+        listen: { host: '127.0.0.1', port: proxy.port },
+        room,
+        backends: backendsConfig(backends),
+        admin: { port: adminPort },
+      }),
+    );
+    proxy.child.kill('SIGHUP');
+    await waitUntil(async () => {
+      const s = JSON.parse((await request(`${admin}/status`)).body) as ClusterStatus;
+      return s.ring.size === 3 && s.connections === 180;
+    });
+
+    proxy.child.kill('SIGTERM');
+    expect(await proxy.exited).toBe(0);
+    for (const { pid } of status.workers) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
