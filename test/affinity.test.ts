@@ -230,3 +230,75 @@ describe('draining', () => {
     for (const socket of open) socket.ws.close();
   });
 });
+
+describe('plan and bounded load', () => {
+  it('plans a removal and an addition against the live registry without changing it', async () => {
+    const redis = await startRedis();
+    const backends = await startBackends(['b1', 'b2', 'b3']);
+    for (const b of backends) await addBackend(redis, b);
+    const config = {
+      room: { from: [{ path: '/rooms/:room' }] },
+      registry: { redis: redis.url, cluster: CLUSTER, resync: '1s' },
+    };
+    const proxy = await startProxy(config);
+    await waitUntil(() => ringSize(proxy, 3));
+    const open: OpenSocket[] = [];
+    const rooms = Array.from({ length: 40 }, (_, i) => `plan-${i}`);
+    const seen = await joinAll([proxy], rooms, open);
+    const onB1 = rooms.filter((r) => seen.get(r)?.has('b1'));
+    const plan = async (args: string[]) => {
+      const out = await runCli(['plan', '--redis', redis.url, '--cluster', CLUSTER, ...args, '--json']);
+      expect(out.code).toBe(0);
+      return JSON.parse(out.output) as {
+        liveRooms: number;
+        affected: { rooms: number; connections: number };
+        destinations: Record<string, number>;
+        ringMoves: number;
+        shares: { id: string; after: number }[];
+      };
+    };
+    // Loads are published every 2 s: wait until b1's connections show.
+    await waitUntil(async () => (await plan(['--remove', 'b1'])).affected.connections === onB1.length, 6000);
+    const removal = await plan(['--remove', 'b1']);
+    expect(removal.liveRooms).toBe(40);
+    expect(removal.affected.rooms).toBe(onB1.length);
+    expect(removal.destinations.b1).toBeUndefined();
+    expect(Object.values(removal.destinations).reduce((a, b) => a + b, 0)).toBe(onB1.length);
+    const addition = await plan(['--add', `b4=${backends[0]?.url}`]);
+    expect(addition.affected.rooms).toBe(0);
+    expect(addition.ringMoves).toBeGreaterThan(0);
+    expect(addition.shares.find((s) => s.id === 'b4')?.after).toBeCloseTo(0.25);
+    const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', CLUSTER, '--json']);
+    expect((JSON.parse(list.output) as unknown[]).length).toBe(3);
+    const bad = await runCli(['plan', '--redis', redis.url, '--cluster', CLUSTER]);
+    expect(bad.code).toBe(2);
+    for (const socket of open) socket.ws.close();
+  });
+
+  it('bounds live rooms per backend with loadFactor, never moving a live room', async () => {
+    const backends = await startBackends(['b1', 'b2', 'b3']);
+    const proxy = await startProxy({
+      room: { from: [{ path: '/rooms/:room' }] },
+      backends: backendsConfig(backends),
+      placement: { loadFactor: 1.1, affinity: 'on' },
+    });
+    const open: OpenSocket[] = [];
+    const counts = new Map<string, number>();
+    const homes = new Map<string, string>();
+    for (let i = 0; i < 45; i++) {
+      const socket = await openSocket(ws(proxy, `bounded-${i}`));
+      open.push(socket);
+      homes.set(`bounded-${i}`, socket.hello.server);
+      counts.set(socket.hello.server, (counts.get(socket.hello.server) ?? 0) + 1);
+      // Each new room is placed under ceil(1.1 × (rooms + 1) / 3).
+      expect(Math.max(...counts.values())).toBeLessThanOrEqual(Math.ceil((1.1 * (i + 1)) / 3));
+    }
+    // Joining the same rooms again lands with their first users, bound or not.
+    for (let i = 0; i < 45; i += 5) {
+      const again = await openSocket(ws(proxy, `bounded-${i}`));
+      open.push(again);
+      expect(again.hello.server).toBe(homes.get(`bounded-${i}`));
+    }
+    for (const socket of open) socket.ws.close();
+  });
+});

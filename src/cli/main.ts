@@ -12,7 +12,7 @@ import { runDemo } from '../demo/demo.js';
 import { ConfigError } from '../errors.js';
 import { previewRoute } from '../route.js';
 import { VERSION } from '../version.js';
-import { backendsCommand, registerCommand } from './registry-commands.js';
+import { backendsCommand, planCommand, registerCommand } from './registry-commands.js';
 
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
@@ -140,6 +140,7 @@ await yargs(hideBin(process.argv))
   )
   .command(registerCommand(fail))
   .command(backendsCommand(fail))
+  .command(planCommand(fail))
   .command(
     'schema',
     'Print the JSON Schema of the config file',

@@ -3,6 +3,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { parseDuration } from '../config/duration.js';
 import { BACKEND_ID } from '../config/schema.js';
+import { formatPlan, type PlannedChange, planChange } from '../plan.js';
 import { RegistryAdmin } from '../registry/admin.js';
 import { registerBackend } from '../registry/agent.js';
 import { isValidClusterName } from '../registry/keys.js';
@@ -206,4 +207,41 @@ function formatTable(rows: Awaited<ReturnType<RegistryAdmin['list']>>): string {
       .trimEnd();
   const epoch = rows[0]?.epoch ?? 0;
   return `${[format(header), ...lines.map(format)].join('\n')}\n${rows.length} backend(s), epoch ${epoch}\n`;
+}
+
+type PlanArgs = RedisArgs & { add?: string; remove?: string; weight: number; json: boolean };
+
+/** `--add ID=URL` or `--remove ID`, exactly one. */
+function plannedChange(argv: PlanArgs): PlannedChange {
+  if ((argv.add === undefined) === (argv.remove === undefined))
+    throw new UsageError('plan: give exactly one of --add ID=URL or --remove ID');
+  if (argv.remove !== undefined) return { remove: checkId(argv.remove) };
+  const [id = '', ...rest] = (argv.add as string).split('=');
+  const url = rest.join('=');
+  if (!/^(https?|wss?):\/\/./.test(url))
+    throw new UsageError(`--add: expected ID=URL, e.g. b4=http://10.0.0.4:9000, got '${argv.add}'`);
+  if (!(argv.weight > 0)) throw new UsageError('--weight: expected a number above 0');
+  return { add: { id: checkId(id), url, weight: argv.weight } };
+}
+
+export function planCommand(fail: Fail): CommandModule<object, PlanArgs> {
+  return {
+    command: 'plan',
+    describe:
+      'Show what adding or removing a backend would do to live rooms, against the live registry; changes nothing',
+    builder: (y) =>
+      withRedis(y)
+        .option('add', { type: 'string', describe: 'ID=URL of a backend to add' })
+        .option('remove', { type: 'string', describe: 'ID of a backend to remove' })
+        .option('weight', { type: 'number', default: 1, describe: 'Weight of the added backend' })
+        .option('json', { type: 'boolean', default: false, describe: 'Print JSON' }) as never,
+    handler: async (argv) => {
+      try {
+        const report = await planChange(redisUrl(argv), argv.cluster, plannedChange(argv));
+        process.stdout.write(argv.json ? `${JSON.stringify(report)}\n` : formatPlan(report));
+      } catch (error) {
+        usageOr(fail)(error);
+      }
+    },
+  };
 }
