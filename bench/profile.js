@@ -3,7 +3,12 @@
 // (default: all four). Each load gets a fresh proxy started with `node --cpu-prof`; the profile is
 // written when the proxy exits on SIGTERM, then summarised (bench/cpuprofile-summary.js).
 // Profiles land in bench/profiles/ (git-ignored). PROFILE_SECONDS sets each load's length (10).
-import { spawn } from 'node:child_process';
+//
+// PROFILE_PERF=1 also records the proxy with Linux `perf` (cpu-clock, call graphs, JIT names from
+// --perf-basic-prof) and writes a report split by user/kernel. V8's own sampler charges time spent
+// in the kernel to whichever native write call is on the stack, so on a VM the .cpuprofile can show
+// `writev`/`writeLatin1String` as most of the time; perf shows where user time really goes.
+import { execFileSync, spawn } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -26,6 +31,37 @@ const seconds = Number(process.env.PROFILE_SECONDS ?? 10);
 const modes =
   process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['http', 'upgrades', 'messages', 'echo'];
 const outDir = join(BENCH, 'profiles');
+const withPerf = process.env.PROFILE_PERF === '1';
+
+function perfReport(data) {
+  const report = (args) => {
+    try {
+      return execFileSync('perf', ['report', '-i', data, '--stdio', '-g', 'none', ...args], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+        maxBuffer: 64 * 1024 * 1024,
+      });
+    } catch (error) {
+      return String(error.stdout ?? '');
+    }
+  };
+  const rows = (text, n, filter = () => true) =>
+    text
+      .split('\n')
+      .filter((l) => l.trim() !== '' && !l.startsWith('#') && filter(l))
+      .slice(0, n)
+      .join('\n');
+  return [
+    'perf: samples by binary (kernel = [kernel.kallsyms], JIT = JavaScript, node = C++ and builtins):',
+    rows(report(['--no-children', '--sort', 'dso']), 8),
+    '',
+    'perf: top symbols by self time:',
+    rows(report(['--no-children', '--sort', 'sym']), 30),
+    '',
+    'perf: JavaScript functions by inclusive time (callees included, kernel too):',
+    rows(report(['--children', '--sort', 'sym']), 40, (l) => l.includes('JS:')),
+  ].join('\n');
+}
 
 async function startClient() {
   const child = spawn(process.execPath, [join(BENCH, 'clients/ws-client.js')], {
@@ -78,9 +114,39 @@ async function main() {
         dir,
         backendPorts,
         port,
-        nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=${name}`],
+        nodeArgs: [
+          '--cpu-prof',
+          `--cpu-prof-dir=${outDir}`,
+          `--cpu-prof-name=${name}`,
+          ...(withPerf
+            ? ['--perf-basic-prof', '--interpreted-frames-native-stack', `--logfile=${join(dir, 'v8.log')}`]
+            : []),
+        ],
       });
       await peer.start();
+      const perfData = join(outDir, `roomring-${mode}.perf.data`);
+      const perf = withPerf
+        ? spawn(
+            'perf',
+            [
+              'record',
+              '-q',
+              '-e',
+              'cpu-clock',
+              '-F',
+              '1999',
+              '-g',
+              '-o',
+              perfData,
+              '-p',
+              peer.pids().join(','),
+            ],
+            {
+              stdio: 'ignore',
+              detached: true,
+            },
+          )
+        : undefined;
       const http = `http://127.0.0.1:${port}/api/state`;
       const ws = `ws://127.0.0.1:${port}/ws`;
       const cpu0 = treeCpu(peer.pids());
@@ -101,6 +167,11 @@ async function main() {
         await client.cmd({ cmd: 'closeAll' });
         figure = `${r.received} echoes, p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms`;
       } else throw new Error(`unknown mode ${mode}`);
+      if (perf !== undefined) {
+        process.kill(perf.pid, 'SIGINT');
+        await new Promise((resolve) => perf.once('exit', resolve));
+      }
+      const pid = peer.pids()[0];
       await peer.stop();
       const file = join(outDir, name);
       if (!existsSync(file)) {
@@ -108,7 +179,11 @@ async function main() {
           `no profile written (${readdirSync(outDir).join(', ')})\n${peer.output().slice(-2000)}`,
         );
       }
-      const text = `# roomring under ${mode} load for ${seconds}s: ${figure}\n${summarize(JSON.parse(readFileSync(file, 'utf8')), 30)}\n`;
+      let text = `# roomring under ${mode} load for ${seconds}s: ${figure}\n${summarize(JSON.parse(readFileSync(file, 'utf8')), 30)}\n`;
+      if (perf !== undefined) {
+        text += `\n${perfReport(perfData)}\n`;
+        rmSync(`/tmp/perf-${pid}.map`, { force: true });
+      }
       writeFileSync(join(outDir, `roomring-${mode}.txt`), text);
       process.stdout.write(`${text}\n`);
     }
