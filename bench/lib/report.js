@@ -15,14 +15,44 @@ export const METRICS = [
   { key: 'httpP50', label: 'HTTP latency p50 (ms)', better: 'lower', digits: 2 },
   { key: 'httpP99', label: 'HTTP latency p99 (ms)', better: 'lower', digits: 2 },
   { key: 'httpCpuShare', label: 'proxy CPU during HTTP load (% of one core)', better: 'lower', digits: 0 },
-  { key: 'httpPerCpu', label: '**HTTP requests per proxy CPU-second**', better: 'higher', digits: 0 },
+  {
+    key: 'httpPerCpu',
+    spread: true,
+    label: '**HTTP requests per proxy CPU-second**',
+    better: 'higher',
+    digits: 0,
+  },
   { key: 'upgradesPerS', label: 'WS upgrades/s', better: 'higher', digits: 0 },
-  { key: 'upgradesPerCpu', label: '**WS upgrades per proxy CPU-second**', better: 'higher', digits: 0 },
+  {
+    key: 'upgradesPerCpu',
+    spread: true,
+    label: '**WS upgrades per proxy CPU-second**',
+    better: 'higher',
+    digits: 0,
+  },
   { key: 'msgsPerS', label: 'WS messages/s, one connection', better: 'higher', digits: 0 },
-  { key: 'msgsPerCpu', label: '**WS messages per proxy CPU-second**', better: 'higher', digits: 0 },
-  { key: 'echoP50', label: 'WS echo p50 (ms), 1,000 conns / 200 rooms', better: 'lower', digits: 3 },
-  { key: 'echoP99', label: 'WS echo p99 (ms), 1,000 conns / 200 rooms', better: 'lower', digits: 3 },
-  { key: 'rssPerConnKb', label: '**RSS per idle WebSocket (KB)**', better: 'lower', digits: 1 },
+  {
+    key: 'msgsPerCpu',
+    spread: true,
+    label: '**WS messages per proxy CPU-second**',
+    better: 'higher',
+    digits: 0,
+  },
+  {
+    key: 'echoP50',
+    spread: true,
+    label: 'WS echo p50 (ms), 1,000 conns / 200 rooms',
+    better: 'lower',
+    digits: 3,
+  },
+  {
+    key: 'echoP99',
+    spread: true,
+    label: 'WS echo p99 (ms), 1,000 conns / 200 rooms',
+    better: 'lower',
+    digits: 3,
+  },
+  { key: 'rssPerConnKb', spread: true, label: '**RSS per idle WebSocket (KB)**', better: 'lower', digits: 1 },
   { key: 'roomsSplit', label: 'rooms split (must be 0)', better: 'lower', digits: 0 },
   { key: 'errors', label: 'errors (HTTP non-2xx/socket + WS)', better: 'lower', digits: 0 },
 ];
@@ -42,9 +72,17 @@ function table(header, rows) {
   return lines.join('\n');
 }
 
+/** The median, and for noisy metrics the range over rounds: `7.2 (7.0–7.4)`. */
+function cell(f, m) {
+  const value = fmt(f?.[m.key], m.digits);
+  const range = f?.ranges?.[m.key];
+  if (!m.spread || range === undefined || range[0] === range[1] || value === '—') return value;
+  return `${value} (${fmt(range[0], m.digits)}–${fmt(range[1], m.digits)})`;
+}
+
 export function absoluteTable(peers, figures) {
   const header = ['metric', ...peers.map((p) => LABELS[p] ?? p)];
-  const rows = METRICS.map((m) => [m.label, ...peers.map((p) => fmt(figures[p]?.[m.key], m.digits))]);
+  const rows = METRICS.map((m) => [m.label, ...peers.map((p) => cell(figures[p], m))]);
   return table(header, rows);
 }
 
