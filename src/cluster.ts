@@ -105,9 +105,7 @@ class Primary {
   }
 
   private workers(): Worker[] {
-    return Object.values(cluster.workers ?? {}).filter(
-      (w): w is Worker => w !== undefined && w.isConnected(),
-    );
+    return Object.values(cluster.workers ?? {}).filter((w): w is Worker => w?.isConnected() === true);
   }
 
   private ask(

@@ -181,6 +181,9 @@ export class Daemon {
     this.log.level = config.log.level;
     this.pool.setCoolOff(config.failover);
     this.proxy.configure(config);
+    for (const field of restartOnlyChanges(this.config, config)) {
+      this.log.warn({ event: 'reload', field }, `${field} changes need a restart; the running value stays`);
+    }
     if ((config.registry === undefined) !== (this.registry.mode === 'static')) {
       this.log.warn(
         { event: 'reload' },
@@ -237,6 +240,22 @@ export function attachToProcess(daemon: Daemon, onStopped: () => void = () => pr
   process.on('uncaughtException', (error) =>
     daemon.log.error({ err: error, event: 'uncaught-exception' }, 'uncaught exception'),
   );
+}
+
+/** Settings a reload cannot apply to a running process (it keeps its connections and listeners). */
+function restartOnlyChanges(before: Config, after: Config): string[] {
+  const changed: string[] = [];
+  const { allow: _a, ...registryBefore } = before.registry ?? { allow: undefined };
+  const { allow: _b, ...registryAfter } = after.registry ?? { allow: undefined };
+  for (const key of new Set([...Object.keys(registryBefore), ...Object.keys(registryAfter)])) {
+    const a = (registryBefore as Record<string, unknown>)[key];
+    const b = (registryAfter as Record<string, unknown>)[key];
+    if (before.registry !== undefined && after.registry !== undefined && a !== b)
+      changed.push(`registry.${key}`);
+  }
+  if (before.admin?.host !== after.admin?.host || before.admin?.port !== after.admin?.port)
+    changed.push('admin address');
+  return changed;
 }
 
 function createRegistry(config: Config, log: Logger): Registry {

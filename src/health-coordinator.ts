@@ -25,6 +25,7 @@ export class HealthCoordinator {
     this.redis = registry instanceof RedisRegistry ? registry : undefined;
     pool.on('backends', (backends) => this.checker?.setTargets(backends));
     pool.on('down', (backend) => this.suspect(backend));
+    pool.on('snapshot', () => this.republish());
     this.redis?.on('leader', (held) => (held ? this.startChecker() : this.stopChecker()));
     this.redis?.on('suspect', (id) => this.checker?.probeNow(id));
     this.apply();
@@ -85,6 +86,19 @@ export class HealthCoordinator {
           'could not publish a health verdict; the next change retries',
         ),
       );
+  }
+
+  /**
+   * The leader writes a verdict when it changes; a registry that lost it (Redis restarted empty)
+   * or never had it gets it again here, whenever a snapshot disagrees with the leader's checks.
+   */
+  private republish(): void {
+    if (this.redis === undefined || this.checker === undefined) return;
+    for (const [id, verdict] of this.checker.verdicts()) {
+      if (verdict.status !== 'unknown' && this.pool.verdictOf(id)?.status !== verdict.status) {
+        this.redis.writeVerdict(id, verdict).catch(() => undefined);
+      }
+    }
   }
 
   private suspect(backend: Backend): void {

@@ -17,7 +17,9 @@ export interface RoutePreview {
 
 export async function previewRoute(config: Config, room: string): Promise<RoutePreview> {
   const pool = new Pool(config.failover);
-  pool.setHealthPolicy({ enabled: config.health !== undefined, initial: config.health?.initial ?? 'up' });
+  // Verdicts exist only in the registry; without one this command runs no checks and assumes all up.
+  const shared = config.registry !== undefined && config.health !== undefined;
+  pool.setHealthPolicy({ enabled: shared, initial: config.health?.initial ?? 'up' });
   pool.applySnapshot(await currentSnapshot(config));
   const { backend, reason } = pool.explain(room);
   return { room, backend, reason, fingerprint: pool.ring.fingerprint(), epoch: pool.epoch };

@@ -1,8 +1,10 @@
 // Health checking end to end: real backends whose /health can be switched to fail, real proxies,
 // and for the shared verdict two proxies on a throwaway Redis, including killing the leader.
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import {
   backendsConfig,
+  onCleanup,
   request,
   ringSizeOf,
   runCli,
@@ -175,5 +177,41 @@ describe('one verdict in Redis mode', () => {
       3000,
     );
     expect(await owners(follower)).toEqual(before);
+  });
+});
+
+describe('verdicts through a Redis restart', () => {
+  it('checks file-listed backends in Redis mode and writes their verdicts again after Redis comes back empty', async () => {
+    const redis = await startRedis();
+    const backends = await startBackends(['s1', 's2']);
+    const proxy = await startProxy({
+      room: { from: [{ path: '/rooms/:room' }] },
+      backends: backendsConfig(backends),
+      registry: {
+        redis: redis.url,
+        cluster: 'restart',
+        resync: '500ms',
+        reapInterval: '200ms',
+        leaderLease: '1s',
+      },
+      health: HEALTH,
+      placement: RING_ONLY,
+    });
+    // Backends from the file get verdicts like registered ones (initial: down needs them).
+    await waitUntil(() => ringSize(proxy, 2), 5000);
+    const before = await owners(proxy);
+    await redis.stop();
+    await redis.start();
+    const client = new Redis(redis.url);
+    onCleanup(() => client.disconnect());
+    // The leader writes the lost verdicts again; the ring never empties meanwhile.
+    await waitUntil(
+      async () => Object.keys(await client.hgetall('roomring:{restart}:health')).length === 2,
+      6000,
+    );
+    expect(await owners(proxy)).toEqual(before);
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(ringSizeOf(proxy)).toBe(2);
+    expect(await owners(proxy)).toEqual(before);
   });
 });

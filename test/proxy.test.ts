@@ -1,7 +1,9 @@
 // The proxy end to end: the real CLI as a child process, real backend processes, real ws clients.
+import { type AddressInfo, createServer } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
   backendsConfig,
+  onCleanup,
   openSocket,
   request,
   runCli,
@@ -126,5 +128,35 @@ describe('failover without Redis', () => {
     }
     expect([...before.values()].filter((s) => s === 'b1').length).toBeGreaterThan(0);
     await waitUntil(() => /backend b1 refused a connection/.test(proxy.output()));
+  });
+});
+
+describe('failover on a reset before any answer', () => {
+  it('sends an idempotent request on when a fresh connection is accepted and then reset', async () => {
+    const backends = await startBackends(['b2', 'b3']);
+    const resetting = createServer((socket) => socket.resetAndDestroy());
+    await new Promise<void>((resolve) => resetting.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => resetting.close(resolve)));
+    const port = (resetting.address() as AddressInfo).port;
+    const proxy = await startProxy({
+      room: ROOM_RULES,
+      backends: [{ id: 'b1', url: `http://127.0.0.1:${port}` }, ...backendsConfig(backends)],
+      failover: { coolOff: 0 },
+    });
+    const owned: string[] = [];
+    for (let i = 0; owned.length < 3; i++) {
+      const route = await runCli(['route', `reset-${i}`, '--config', proxy.configFile, '--json']);
+      if ((JSON.parse(route.output) as { backend: { id: string } }).backend.id === 'b1')
+        owned.push(`reset-${i}`);
+    }
+    // Each request reaches b1 first (no cool-off), is reset, and is answered by a successor.
+    for (const room of owned) {
+      const res = await request(`${proxy.url}/rooms/${room}`);
+      expect(res.status).toBe(200);
+      expect(['b2', 'b3']).toContain(res.headers['x-served-by']);
+    }
+    // A request with a body is not sent twice: the client gets the coded error.
+    const post = await request(`${proxy.url}/rooms/${owned[0]}`, { method: 'POST', body: 'once' });
+    expect(post.status).toBe(502);
   });
 });

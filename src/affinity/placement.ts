@@ -92,26 +92,11 @@ export class Placer {
 
   /** Where `room` would go now and why, without claiming a lease. */
   async explain(room: string): Promise<Placement | undefined> {
-    if (this.affinity) {
-      const lease = await (this.store as LeaseStore).peek(room);
-      const backend = lease && this.pool.get(lease.backendId);
-      if (backend !== undefined && this.pool.canHost(backend.id)) return { backend, reason: 'lease' };
-    }
+    if (!this.affinity) return this.placeNow(room);
+    const lease = await (this.store as LeaseStore).peek(room);
+    const backend = lease && this.pool.get(lease.backendId);
+    if (backend !== undefined && this.pool.canHost(backend.id)) return { backend, reason: 'lease' };
     return this.choose(room);
-  }
-
-  /** After `failed` refused a connection: move the room's lease to the next backend (compare-and-set). */
-  async moveOff(room: string, failed: Backend): Promise<Placement | undefined> {
-    this.cache.delete(room);
-    const next = this.choose(room);
-    if (next === undefined || !this.affinity || next.backend === failed) return next;
-    const lease = await (this.store as LeaseStore).replace(
-      room,
-      failed.id,
-      next.backend.id,
-      this.options.leaseTtl,
-    );
-    return this.accept(room, lease.backendId, lease.ttlMs, 'failover');
   }
 
   /** Extends the leases of rooms with live connections here; call every leaseTtl / 3. */

@@ -81,7 +81,7 @@ export class RoomKeeper {
 
   /** At a draining backend's deadline, closes its remaining tunnels spread over the drain window. */
   private enforceDrains(): void {
-    const now = Date.now();
+    const now = this.pool.now();
     for (const backend of this.pool.list()) {
       const due =
         backend.state === 'draining' && backend.drainDeadline !== undefined && now >= backend.drainDeadline;

@@ -180,8 +180,9 @@ async function runBackendsAction(admin: RegistryAdmin, argv: BackendsArgs): Prom
     case 'undrain':
       return done(await admin.undrain(id()), `${argv.id} takes new rooms again`);
     case 'weight':
-      if (argv.weight === undefined || !(argv.weight > 0))
-        throw new UsageError('backends weight: give --weight above 0');
+      if (argv.weight === undefined || !(argv.weight > 0) || argv.weight > 1000) {
+        throw new UsageError('backends weight: give --weight above 0 and at most 1000');
+      }
       return done(await admin.set(id(), 'weight', argv.weight), `${argv.id} weight ${argv.weight}`);
   }
 }

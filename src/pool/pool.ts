@@ -47,6 +47,8 @@ export interface PoolEvents {
   up: [backend: Backend];
   /** The backend set changed (added, removed or changed entries), whether or not the ring did. */
   backends: [backends: Backend[]];
+  /** A snapshot was applied (changed or not). */
+  snapshot: [];
 }
 
 export class Pool extends EventEmitter<PoolEvents> {
@@ -57,6 +59,8 @@ export class Pool extends EventEmitter<PoolEvents> {
   private verdicts: ReadonlyMap<string, Verdict> = new Map();
   private healthPolicy: HealthPolicy = { enabled: false, initial: 'up' };
   private readonly failures = new Map<string, Failure>();
+  /** Registry clock minus this process's clock, from the last snapshot. */
+  private clockOffset = 0;
   private readonly usable = (backend: Backend): boolean => !this.isCoolingOff(backend.id);
 
   constructor(private coolOff: CoolOffOptions) {
@@ -81,8 +85,15 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.backends = next;
     for (const id of this.failures.keys()) if (!next.has(id)) this.failures.delete(id);
     if (snapshot.verdicts !== undefined) this.verdicts = snapshot.verdicts;
+    if (snapshot.clockOffset !== undefined) this.clockOffset = snapshot.clockOffset;
     if (changed) this.emit('backends', [...next.values()]);
     this.rebuild();
+    this.emit('snapshot');
+  }
+
+  /** The registry's clock (Redis server time) as this process estimates it: drain deadlines use it. */
+  now(): number {
+    return Date.now() + this.clockOffset;
   }
 
   /** Sets how verdicts gate the ring (from the `health` config). */
@@ -121,7 +132,7 @@ export class Pool extends EventEmitter<PoolEvents> {
    * Whether `id` may keep hosting rooms it already has (a lease names it): registered, not cooling
    * off, not failed by health checks, and, if draining, before its drain deadline.
    */
-  canHost(id: string, now = Date.now()): boolean {
+  canHost(id: string, now = this.now()): boolean {
     const backend = this.backends.get(id);
     if (backend === undefined || this.isCoolingOff(id)) return false;
     if (this.healthPolicy.enabled && this.verdicts.get(id)?.status === 'down') return false;

@@ -26,6 +26,16 @@ export interface ForwardOptions {
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+/** Idempotent and without a body: safe to send again after the backend dropped it. */
+function isRetriable(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return (
+    IDEMPOTENT.has(req.method ?? '') &&
+    req.headers['transfer-encoding'] === undefined &&
+    (length === undefined || length === '0')
+  );
+}
+
 class TimeoutError extends Error {
   readonly code: string;
   constructor(phase: 'connect' | 'response') {
@@ -166,7 +176,10 @@ export class HttpForwarder {
       this.attempt(exchange, backend);
       return;
     }
-    if (!connected && CONNECT_ERRORS.has(code)) {
+    // A backend dying as we connect may accept and then reset: for an idempotent request without a
+    // body nothing is lost by sending it on (RFC 9110 section 9.2.2), so it fails over like a refusal.
+    const resetBeforeAnswer = code === 'ECONNRESET' && !reusedSocket && isRetriable(exchange.req);
+    if ((!connected && CONNECT_ERRORS.has(code)) || resetBeforeAnswer) {
       this.pool.reportFailure(backend);
       const next =
         exchange.tried.size <= this.options.retries

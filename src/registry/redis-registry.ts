@@ -62,6 +62,7 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
   private epoch = 0;
   private lastLoadAt: number | undefined;
   private lastEntries: readonly BackendEntry[] = [];
+  private lastVerdicts: ReadonlyMap<string, Verdict> = new Map();
   private recoverUntil: number | undefined;
   private closed = false;
 
@@ -171,7 +172,8 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
       string[],
       string[],
     ];
-    const [epoch, , flat, , health] = reply;
+    const [epoch, serverNow, flat, , health] = reply;
+    const clockOffset = serverNow - Date.now();
     const entries: BackendEntry[] = [];
     const seen = new Set<string>();
     for (let i = 0; i < flat.length; i += 2) {
@@ -186,11 +188,13 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
     for (const id of this.parsed.keys()) if (!seen.has(id)) this.parsed.delete(id);
     for (const id of this.warned.keys()) if (!seen.has(id)) this.warned.delete(id);
     entries.push(...this.staticEntries(seen));
-    this.keepThroughRestart(epoch, entries);
+    const verdicts = readVerdicts(health);
+    this.keepThroughRestart(epoch, entries, verdicts);
     this.lastEntries = entries;
+    this.lastVerdicts = verdicts;
     this.epoch = epoch;
     this.lastLoadAt = Date.now();
-    this.listener?.({ epoch, backends: entries, verdicts: readVerdicts(health) });
+    this.listener?.({ epoch, backends: entries, verdicts, clockOffset });
   }
 
   /**
@@ -198,7 +202,7 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
    * Backends re-register within a third of their ttl; until then, for one resync period, entries
    * known before are kept, so the ring never empties because Redis came back empty.
    */
-  private keepThroughRestart(epoch: number, entries: BackendEntry[]): void {
+  private keepThroughRestart(epoch: number, entries: BackendEntry[], verdicts: Map<string, Verdict>): void {
     if (this.lastLoadAt !== undefined && epoch < this.epoch) {
       this.recoverUntil = Date.now() + this.options.config.resync;
       this.log.warn(
@@ -213,6 +217,8 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
     }
     const present = new Set(entries.map((e) => e.id));
     for (const entry of this.lastEntries) if (!present.has(entry.id)) entries.push(entry);
+    // Verdicts were lost with the data too; the leader writes them again, until then the last ones hold.
+    for (const [id, verdict] of this.lastVerdicts) if (!verdicts.has(id)) verdicts.set(id, verdict);
   }
 
   /** Parses an entry, reusing the last result while its JSON is unchanged; warns once per bad version. */

@@ -23,6 +23,8 @@ export interface RegistrySnapshot {
   readonly backends: readonly BackendEntry[];
   /** Shared health verdicts (Redis mode); absent where each process checks for itself. */
   readonly verdicts?: ReadonlyMap<string, Verdict>;
+  /** Registry clock minus this process's clock, in ms (Redis mode), for deadlines in registry time. */
+  readonly clockOffset?: number;
 }
 
 export type SnapshotListener = (snapshot: RegistrySnapshot) => void;

@@ -111,10 +111,10 @@ return {
 
 /**
  * KEYS: backends, expires, epoch, health. ARGV: channel, id, verdict JSON.
- * Writes the leader's verdict of a registered backend; returns 1 when it changed.
+ * Writes the leader's verdict of a backend (registered, or listed in the proxies' config files);
+ * returns 1 when it changed.
  */
 export const SET_HEALTH = lua(`${NOTIFY}
-if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return 0 end
 if redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[3] then return 0 end
 redis.call('HSET', KEYS[4], ARGV[2], ARGV[3])
 notify('health', {ARGV[2]})
