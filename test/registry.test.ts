@@ -281,3 +281,30 @@ describe('Redis registry', () => {
     expect(noRedis.code).toBe(2);
   });
 });
+
+describe('registerBackend (library API)', () => {
+  it('registers, drains, undrains and deregisters a backend from inside a Node process', async () => {
+    const { registerBackend } = await import('../src/index.js');
+    const redis = await startRedis();
+    const backends = await startBackends(['lib1', 'lib2']);
+    const proxy = await startProxy(registryConfig(redis));
+    const handles = backends.map((b) =>
+      registerBackend({ redis: redis.url, cluster: CLUSTER, id: b.id, url: b.url, ttl: 1000, meta: { zone: 'a' } }),
+    );
+    onCleanup(() => Promise.all(handles.map((h) => h.close())));
+    await Promise.all(handles.map((h) => h.ready));
+    await waitUntil(() => ringSizeOf(proxy) === 2);
+    await handles[0]?.drain();
+    await waitUntil(() => ringSizeOf(proxy) === 1);
+    for (const room of rooms.slice(0, 10)) expect(await servedBy(proxy, room)).toBe('lib2');
+    // Heartbeats keep the operator's drain: the entry stays draining.
+    await new Promise((r) => setTimeout(r, 700));
+    expect(ringSizeOf(proxy)).toBe(1);
+    await handles[0]?.undrain();
+    await waitUntil(() => ringSizeOf(proxy) === 2);
+    await handles[1]?.close();
+    await waitUntil(() => ringSizeOf(proxy) === 1);
+    const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', CLUSTER, '--json']);
+    expect((JSON.parse(list.output) as { id: string }[]).map((r) => r.id)).toEqual(['lib1']);
+  });
+});

@@ -107,10 +107,17 @@ await yargs(hideBin(process.argv))
   .command(
     'demo',
     'Run three demo chat servers behind the proxy (no Redis needed)',
-    (y) => y.option('port', { type: 'number', default: 8080, describe: 'Proxy port (0: any free port)' }),
+    (y) =>
+      y
+        .option('port', { type: 'number', default: 8080, describe: 'Proxy port (0: any free port)' })
+        .option('admin-port', {
+          type: 'number',
+          default: 9090,
+          describe: 'Dashboard and admin API port (0: any free port)',
+        }),
     async (argv) => {
       try {
-        await runDemo(argv.port);
+        await runDemo(argv.port, argv.adminPort);
       } catch (error) {
         fail(error);
       }

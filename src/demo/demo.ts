@@ -18,13 +18,14 @@ function startServer(id: string): Promise<{ child: ChildProcess; port: number }>
   });
 }
 
-export async function runDemo(port: number): Promise<Daemon> {
+export async function runDemo(port: number, adminPort = 9090): Promise<Daemon> {
   const servers = await Promise.all(SERVERS.map(startServer));
   const config = validateConfig(
     {
       listen: { host: '127.0.0.1', port },
       room: { from: [{ path: '/rooms/:room' }, { query: 'room' }, { header: 'x-room-id' }] },
       backends: servers.map((server, i) => ({ id: SERVERS[i], url: `http://127.0.0.1:${server.port}` })),
+      admin: { host: '127.0.0.1', port: adminPort },
     },
     'demo',
   );
@@ -49,7 +50,8 @@ export async function runDemo(port: number): Promise<Daemon> {
     `\nroomring demo: 3 chat servers behind the proxy at\n\n  ${base}\n\n` +
       `Open ${base}/rooms/lobby in two tabs: both reach the server that holds 'lobby'.\n` +
       `Try ${base}/rooms/kitchen and ${base}/rooms/garden: each room sticks to its own server.\n` +
-      `roomring route lobby --config <file> prints the same choice. Ctrl-C stops everything.\n\n`,
+      `The dashboard at http://127.0.0.1:${daemon.adminAddress?.port}/ draws the ring and the live rooms.\n` +
+      `Ctrl-C stops everything.\n\n`,
   );
   return daemon;
 }
