@@ -34,17 +34,20 @@ const outDir = join(BENCH, 'profiles');
 const withPerf = process.env.PROFILE_PERF === '1';
 
 function perfReport(data) {
-  const report = (args) => {
+  const once = (args) => {
     try {
       return execFileSync('perf', ['report', '-i', data, '--stdio', '-g', 'none', ...args], {
         encoding: 'utf8',
         stdio: ['ignore', 'pipe', 'ignore'],
-        maxBuffer: 64 * 1024 * 1024,
+        maxBuffer: 256 * 1024 * 1024,
+        timeout: 120000,
       });
     } catch (error) {
       return String(error.stdout ?? '');
     }
   };
+  // perf report now and then prints nothing on a first read of a fresh file; one retry is enough.
+  const report = (args) => once(args) || once(args);
   const rows = (text, n, filter = () => true) =>
     text
       .split('\n')
@@ -125,6 +128,8 @@ async function main() {
       });
       await peer.start();
       const perfData = join(outDir, `roomring-${mode}.perf.data`);
+      rmSync(perfData, { force: true });
+      rmSync(`${perfData}.old`, { force: true });
       const perf = withPerf
         ? spawn(
             'perf',
