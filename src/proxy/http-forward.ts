@@ -26,14 +26,31 @@ export interface ForwardOptions {
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 
+function hasNoBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0');
+}
+
 /** Idempotent and without a body: safe to send again after the backend dropped it. */
 function isRetriable(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return (
-    IDEMPOTENT.has(req.method ?? '') &&
-    req.headers['transfer-encoding'] === undefined &&
-    (length === undefined || length === '0')
-  );
+  return IDEMPOTENT.has(req.method ?? '') && hasNoBody(req);
+}
+
+/**
+ * Streams a response body to the client with back-pressure: what `pipe` does, with two listeners
+ * instead of pipe's bookkeeping on both streams, since this runs once per request.
+ */
+function relay(from: IncomingMessage, to: ServerResponse): void {
+  const resume = (): void => {
+    from.resume();
+  };
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) {
+      from.pause();
+      to.once('drain', resume);
+    }
+  });
+  from.once('end', () => to.end());
 }
 
 class TimeoutError extends Error {
@@ -106,7 +123,9 @@ export class HttpForwarder {
       connected = true;
       // Replaces the agent's idle timer, which is meant for pooled sockets (0: no limit).
       proxyReq.setTimeout(timeouts.response);
-      req.pipe(proxyReq);
+      // Most requests carry no body: ending at once skips the stream plumbing of a pipe.
+      if (hasNoBody(req)) proxyReq.end();
+      else req.pipe(proxyReq);
     };
     proxyReq.once('socket', (socket: Socket) => {
       if (!socket.connecting) {
@@ -139,7 +158,7 @@ export class HttpForwarder {
         proxyRes.statusMessage,
         responseHeadersFor(proxyRes.rawHeaders),
       );
-      proxyRes.pipe(res);
+      relay(proxyRes, res);
     });
 
     proxyReq.on('timeout', () => proxyReq.destroy(new TimeoutError(connected ? 'response' : 'connect')));
