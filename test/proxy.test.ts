@@ -160,3 +160,14 @@ describe('failover on a reset before any answer', () => {
     expect(post.status).toBe(502);
   });
 });
+
+describe('WebSocket handshake bytes', () => {
+  it('passes header bytes outside ASCII to the backend unchanged', async () => {
+    const backends = await startBackends(['b1']);
+    const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });
+    const { hello } = await openSocket(`${proxy.url.replace('http', 'ws')}/rooms/lobby`, {
+      'x-name': 'caf\u00e9',
+    });
+    expect(hello.headers['x-name']).toBe('caf\u00e9');
+  });
+});

@@ -9,6 +9,8 @@ export interface Tunnel {
   readonly backendId: string;
   readonly client: Duplex;
   readonly upstream: Socket;
+  /** Stops the byte forwarding, so the proxy can write frames of its own. */
+  detach(): void;
 }
 
 export interface BackendLoad {

@@ -12,7 +12,8 @@ import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHead, requestHeadersFor } from './headers.js';
 import type { ForwardOptions } from './http-forward.js';
 import { type ProxyObserver, statusOfHead } from './observer.js';
-import { endThenDestroy, replyErrorOnSocket } from './reply.js';
+import { replyErrorOnSocket } from './reply.js';
+import { ByteTunnel } from './tunnel.js';
 
 const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
 
@@ -101,51 +102,28 @@ export class WebSocketForwarder {
     this.pool.reportSuccess(backend);
     const { idle, response } = this.options.timeouts;
     upstream.setNoDelay(true);
-    (client as Socket).setNoDelay?.(true);
-    const tunnel: Tunnel = { room, backendId: backend.id, client, upstream };
-    this.tracker.add(tunnel);
-    let closed = false;
-    const close = (): void => {
-      if (closed) return;
-      closed = true;
-      this.tracker.remove(tunnel);
-      upstream.destroy();
-      // What the backend sent last (often its close frame) still reaches a client slow to read.
-      if (client.writableLength > 0 && !client.destroyed) endThenDestroy(client);
-      else client.destroy();
-    };
-    upstream.on('error', close);
-    upstream.once('close', close);
-    client.on('error', close);
-    client.once('close', close);
-    if (idle > 0) upstream.setTimeout(idle, close);
-    upstream.write(handshake);
-    if (head.length > 0) upstream.write(head);
-    upstream.pipe(client);
-    client.pipe(upstream);
-    if (response > 0) this.limitHandshake(tunnel, close, response);
     const { observer } = this;
-    if (observer !== undefined)
-      upstream.once('data', (chunk: Buffer) => observer.upgrade(backend.id, statusOfHead(chunk)));
-  }
-
-  /**
-   * A backend that accepts the connection but never answers the handshake gets `ms`, as an HTTP
-   * request gets `timeouts.response`; then the client is answered 504 instead of waiting forever.
-   */
-  private limitHandshake(tunnel: Tunnel, close: () => void, ms: number): void {
-    const { client, upstream } = tunnel;
-    const timer = setTimeout(() => {
-      upstream.off('error', close);
-      upstream.off('close', close);
-      upstream.unpipe(client);
-      client.unpipe(upstream);
-      upstream.destroy();
-      this.tracker.remove(tunnel);
-      this.observer?.error('ROOMRING_E_BACKEND_TIMEOUT');
-      replyErrorOnSocket(client, 'ROOMRING_E_BACKEND_TIMEOUT');
-    }, ms);
-    upstream.once('data', () => clearTimeout(timer));
-    upstream.once('close', () => clearTimeout(timer));
+    const tunnel = new ByteTunnel(
+      room,
+      backend.id,
+      client,
+      upstream,
+      (closed: ByteTunnel) => this.tracker.remove(closed),
+      observer && ((first: Buffer) => observer.upgrade(backend.id, statusOfHead(first))),
+    );
+    this.tracker.add(tunnel);
+    if (idle > 0) upstream.setTimeout(idle, tunnel.close);
+    tunnel.start(handshake, head);
+    // A backend that accepts the connection but never answers the handshake gets `timeouts.response`,
+    // as an HTTP request does; then the client is answered 504 instead of waiting forever.
+    if (response > 0) {
+      tunnel.limitAnswer(response, () => {
+        tunnel.release();
+        this.tracker.remove(tunnel);
+        upstream.destroy();
+        this.observer?.error('ROOMRING_E_BACKEND_TIMEOUT');
+        replyErrorOnSocket(client, 'ROOMRING_E_BACKEND_TIMEOUT');
+      });
+    }
   }
 }

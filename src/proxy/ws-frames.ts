@@ -33,6 +33,7 @@ export const CLOSE_SERVICE_RESTART = 1012;
 export interface TunnelEnds {
   readonly client: Duplex;
   readonly upstream: Duplex;
+  detach(): void;
 }
 
 /**
@@ -42,8 +43,7 @@ export interface TunnelEnds {
  */
 export function closeTunnel(tunnel: TunnelEnds, code: number, graceMs = CLOSE_GRACE_MS): void {
   const { client, upstream } = tunnel;
-  upstream.unpipe(client);
-  client.unpipe(upstream);
+  tunnel.detach();
   client.end(serverCloseFrame(code));
   upstream.end(clientCloseFrame(code));
   // Unpiped sockets are paused and would never read the peer's FIN: drain them so they close.
