@@ -2,22 +2,15 @@
 // backends that refused connections. The request path reads `ring` and never waits on anything.
 
 import { EventEmitter } from 'node:events';
-import type { HealthOverride } from '../config/schema.js';
 import type { Verdict } from '../health/verdict.js';
-import type { BackendEntry, BackendState, RegistrySnapshot } from '../registry/registry.js';
+import type { BackendEntry, RegistrySnapshot } from '../registry/registry.js';
 import { Ring } from '../ring/ring.js';
 
 /** A backend ready for forwarding: its entry plus the parsed address. */
-export interface Backend {
-  readonly id: string;
-  readonly url: string;
-  readonly weight: number;
-  readonly state: BackendState;
+export interface Backend extends BackendEntry {
   readonly host: string;
   readonly port: number;
   readonly tls: boolean;
-  readonly health?: HealthOverride | undefined;
-  readonly drainDeadline?: number | undefined;
 }
 
 /** How health verdicts gate the ring: without active checks every backend counts as up. */
