@@ -289,7 +289,14 @@ describe('registerBackend (library API)', () => {
     const backends = await startBackends(['lib1', 'lib2']);
     const proxy = await startProxy(registryConfig(redis));
     const handles = backends.map((b) =>
-      registerBackend({ redis: redis.url, cluster: CLUSTER, id: b.id, url: b.url, ttl: 1000, meta: { zone: 'a' } }),
+      registerBackend({
+        redis: redis.url,
+        cluster: CLUSTER,
+        id: b.id,
+        url: b.url,
+        ttl: 1000,
+        meta: { zone: 'a' },
+      }),
     );
     onCleanup(() => Promise.all(handles.map((h) => h.close())));
     await Promise.all(handles.map((h) => h.ready));
