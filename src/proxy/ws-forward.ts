@@ -7,7 +7,7 @@ import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Backend, Pool } from '../pool/pool.js';
-import type { ConnectionTracker, Tunnel } from './connections.js';
+import type { ConnectionTracker } from './connections.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHead, requestHeadersFor } from './headers.js';
 import type { ForwardOptions } from './http-forward.js';
