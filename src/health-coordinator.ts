@@ -90,12 +90,13 @@ export class HealthCoordinator {
 
   /**
    * The leader writes a verdict when it changes; a registry that lost it (Redis restarted empty)
-   * or never had it gets it again here, whenever a snapshot disagrees with the leader's checks.
+   * or never had it gets it again here, whenever what Redis stores disagrees with the leader's
+   * checks. (The pool's view is no guide: it keeps old verdicts through a restart on purpose.)
    */
   private republish(): void {
     if (this.redis === undefined || this.checker === undefined) return;
     for (const [id, verdict] of this.checker.verdicts()) {
-      if (verdict.status !== 'unknown' && this.pool.verdictOf(id)?.status !== verdict.status) {
+      if (verdict.status !== 'unknown' && this.redis.storedVerdict(id)?.status !== verdict.status) {
         this.redis.writeVerdict(id, verdict).catch(() => undefined);
       }
     }

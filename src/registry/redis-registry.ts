@@ -63,6 +63,8 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
   private lastLoadAt: number | undefined;
   private lastEntries: readonly BackendEntry[] = [];
   private lastVerdicts: ReadonlyMap<string, Verdict> = new Map();
+  /** The verdicts as Redis holds them now (without the ones kept through a restart). */
+  private storedVerdicts: ReadonlyMap<string, Verdict> = new Map();
   private recoverUntil: number | undefined;
   private closed = false;
 
@@ -189,6 +191,7 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
     for (const id of this.warned.keys()) if (!seen.has(id)) this.warned.delete(id);
     entries.push(...this.staticEntries(seen));
     const verdicts = readVerdicts(health);
+    this.storedVerdicts = new Map(verdicts);
     this.keepThroughRestart(epoch, entries, verdicts);
     this.lastEntries = entries;
     this.lastVerdicts = verdicts;
@@ -288,6 +291,11 @@ export class RedisRegistry extends EventEmitter<RedisRegistryEvents> implements 
       id,
       JSON.stringify(verdict),
     ]);
+  }
+
+  /** The verdict of `id` as the registry stores it, or undefined where it has none. */
+  storedVerdict(id: string): Verdict | undefined {
+    return this.storedVerdicts.get(id);
   }
 
   /** Tells the leader that this proxy saw `id` fail, so it probes at once. */
