@@ -1,11 +1,14 @@
 // `--workers N`: N proxy processes (node:cluster) on one port that route identically, since each
 // builds the same ring from the same snapshots. The primary owns the admin listener and answers
 // for all: status and metrics are gathered from every worker; reload and shutdown reach them all.
+// Without Redis it also holds the room leases every worker shares.
 
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import type { ProxyStatus } from './admin/status.js';
+import { answerLeaseRequest, IpcLeaseStore, isLeaseRequest } from './affinity/ipc-lease-store.js';
+import { MemoryLeaseStore } from './affinity/lease-store.js';
 import { type ConfigOverrides, loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { attachToProcess, Daemon } from './daemon.js';
@@ -29,18 +32,14 @@ export async function runCluster(
   }
   const config = loadConfigFile(configFile, overrides);
   const log = createLogger(config.log.level);
-  if (config.registry === undefined && config.placement.affinity === 'on') {
-    log.warn(
-      { event: 'workers-without-registry' },
-      'room leases live in each worker without a registry: after a ring change, workers may place a live room differently; use a Redis registry with --workers',
-    );
-  }
   const primary = new Primary(configFile, overrides, config, log, workers);
   await primary.start();
 }
 
 class Primary {
   private readonly aggregator = new AggregatorRegistry();
+  /** Without Redis, the one lease store all workers share (over IPC), so they agree on live rooms. */
+  private readonly leases = new MemoryLeaseStore();
   private admin: AdminServer | undefined;
   private stopping = false;
   private nextId = 1;
@@ -55,7 +54,13 @@ class Primary {
   ) {}
 
   async start(): Promise<void> {
-    cluster.on('message', (_worker, message: Reply) => {
+    cluster.on('message', (worker, message: Reply) => {
+      if (isLeaseRequest(message)) {
+        void answerLeaseRequest(this.leases, message).then((reply) => {
+          if (worker.isConnected()) worker.send(reply);
+        });
+        return;
+      }
       const resolve = this.pending.get(message.id);
       if (resolve !== undefined) {
         this.pending.delete(message.id);
@@ -201,7 +206,10 @@ class Primary {
 /** A worker: a whole daemon without its own admin listener, answering the primary's questions. */
 async function runWorker(configFile: string, overrides: ConfigOverrides): Promise<void> {
   const config = loadConfigFile(configFile, overrides);
-  const daemon = new Daemon({ ...config, admin: undefined }, { configFile, overrides });
+  const daemon = new Daemon(
+    { ...config, admin: undefined },
+    { configFile, overrides, leaseStore: new IpcLeaseStore() },
+  );
   AggregatorRegistry.setRegistries([daemon.metrics.registry]);
   // Constructing one installs prom-client's listener that answers the primary's metrics requests.
   new AggregatorRegistry();

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { AdminServer } from './admin/admin-server.js';
 import { Metrics } from './admin/metrics.js';
 import { buildStatus, type ProxyStatus } from './admin/status.js';
+import type { LeaseStore } from './affinity/lease-store.js';
 import { RoomKeeper } from './affinity/room-keeper.js';
 import { type ConfigOverrides, loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
@@ -23,6 +24,8 @@ export interface DaemonOptions {
   /** The file the config came from, re-read on reload. */
   configFile?: string;
   overrides?: ConfigOverrides;
+  /** Lease store to use without Redis (workers pass the primary's, over IPC). */
+  leaseStore?: LeaseStore;
 }
 
 export class Daemon {
@@ -48,7 +51,7 @@ export class Daemon {
     this.pool = new Pool(config.failover);
     this.registry = createRegistry(config, this.log);
     const tracker = new ConnectionTracker();
-    this.rooms = new RoomKeeper(this.pool, tracker, this.registry, config, this.log);
+    this.rooms = new RoomKeeper(this.pool, tracker, this.registry, config, this.log, options.leaseStore);
     this.metrics = new Metrics({
       pool: this.pool,
       tracker,

@@ -41,13 +41,21 @@ describe('workers', () => {
       }
     }
     expect([...servers.values()].every((s) => s.size === 1)).toBe(true);
+    // Rooms joined once, by whichever worker took the connection: after the ring changes, the
+    // other worker must still find their lease (kept by the primary), or the room would split.
+    const single = new Map<string, string>();
+    for (let i = 0; i < 40; i++) {
+      const socket = await openSocket(`${ws}/rooms/p${i}`);
+      sockets.push(socket);
+      single.set(`p${i}`, socket.hello.server);
+    }
 
     const status = JSON.parse((await request(`${admin}/status`)).body) as ClusterStatus;
     expect(status.workers).toHaveLength(2);
     expect(new Set(status.workers.map((w) => w.fingerprint)).size).toBe(1);
     expect(new Set(status.workers.map((w) => w.pid)).size).toBe(2);
     // Connections are spread over both workers and summed in the one status.
-    expect(status.connections).toBe(180);
+    expect(status.connections).toBe(220);
     expect(status.workers.every((w) => w.connections > 0)).toBe(true);
     for (let i = 0; i < 10; i++) await request(`${proxy.url}/rooms/m${i}`);
     const metrics = (await request(`${admin}/metrics`)).body;
@@ -69,8 +77,17 @@ describe('workers', () => {
     proxy.child.kill('SIGHUP');
     await waitUntil(async () => {
       const s = JSON.parse((await request(`${admin}/status`)).body) as ClusterStatus;
-      return s.ring.size === 3 && s.connections === 180;
+      return s.ring.size === 3 && s.connections === 220;
     });
+    let split = 0;
+    for (const [room, server] of single) {
+      for (let j = 0; j < 3; j++) {
+        const socket = await openSocket(`${ws}/rooms/${room}`);
+        sockets.push(socket);
+        if (socket.hello.server !== server) split++;
+      }
+    }
+    expect(split).toBe(0);
 
     proxy.child.kill('SIGTERM');
     expect(await proxy.exited).toBe(0);

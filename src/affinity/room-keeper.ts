@@ -33,6 +33,8 @@ export class RoomKeeper {
     registry: Registry,
     private config: Config,
     private readonly log: Logger,
+    /** Where leases live without Redis: this process's memory unless given (workers share the primary's). */
+    localStore?: LeaseStore,
   ) {
     if (registry instanceof RedisRegistry) {
       const { commands } = registry.connections;
@@ -43,7 +45,7 @@ export class RoomKeeper {
         proxyId: registry.proxyId,
       });
     } else {
-      this.store = new MemoryLeaseStore();
+      this.store = localStore ?? new MemoryLeaseStore();
       this.load = new ClusterLoad(tracker, undefined);
     }
     this.placer = new Placer(pool, this.store, placementOptions(config), this.load);
