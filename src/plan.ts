@@ -1,12 +1,12 @@
 // `roomring plan`: what adding or removing a backend would do, computed against the live registry
 // (entries, health verdicts, room leases and the proxies' published loads). Changes nothing.
 
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { sumLoads } from './affinity/cluster-load.js';
 import { parseVerdict } from './health/verdict.js';
 import { readEntry } from './registry/entry.js';
 import { registryKeys } from './registry/keys.js';
-import { redisOptions } from './registry/redis-connections.js';
+import { connectRedis, redisOptions } from './registry/redis-connections.js';
 import type { BackendEntry } from './registry/registry.js';
 import { membershipKeys, runScript, SNAPSHOT } from './registry/scripts.js';
 import { Ring, type RingMember } from './ring/ring.js';
@@ -31,7 +31,7 @@ export interface PlanReport {
 const SCAN_BATCH = 1000;
 
 export async function planChange(url: string, cluster: string, change: PlannedChange): Promise<PlanReport> {
-  const redis = new Redis(url, { ...redisOptions('roomring:plan'), retryStrategy: () => null });
+  const redis = connectRedis(url, { ...redisOptions('roomring:plan'), retryStrategy: () => null });
   redis.on('error', () => {});
   try {
     const keys = registryKeys(cluster);

@@ -1,11 +1,11 @@
 // Operator commands against the registry (`roomring backends ...`): list, add, remove, drain, undrain.
 
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { sumLoads } from '../affinity/cluster-load.js';
 import { parseVerdict } from '../health/verdict.js';
 import { readEntry } from './entry.js';
 import { type RegistryKeys, registryKeys } from './keys.js';
-import { redisOptions } from './redis-connections.js';
+import { connectRedis, redisOptions } from './redis-connections.js';
 import { DEREGISTER, membershipKeys, REGISTER, runScript, SET_FIELD, SNAPSHOT } from './scripts.js';
 
 export interface BackendRow {
@@ -35,7 +35,7 @@ export class RegistryAdmin {
 
   constructor(url: string, cluster: string) {
     this.keys = registryKeys(cluster);
-    this.redis = new Redis(url, {
+    this.redis = connectRedis(url, {
       ...redisOptions('roomring:admin'),
       retryStrategy: () => null,
       enableOfflineQueue: true,

@@ -3,9 +3,9 @@
 // through `registerBackend()`.
 
 import { EventEmitter } from 'node:events';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { registryKeys } from './keys.js';
-import { redisOptions } from './redis-connections.js';
+import { connectRedis, redisOptions } from './redis-connections.js';
 import { DEREGISTER, membershipKeys, REGISTER, runScript, SET_FIELD } from './scripts.js';
 
 export interface RegisterOptions {
@@ -49,7 +49,7 @@ export class BackendRegistration extends EventEmitter<AgentEvents> {
     };
     if (options.meta !== undefined) fields.meta = options.meta;
     this.entry = JSON.stringify(fields);
-    this.redis = new Redis(options.redis, redisOptions(`roomring:agent:${options.id}`));
+    this.redis = connectRedis(options.redis, redisOptions(`roomring:agent:${options.id}`));
     // Failed attempts are retried by the heartbeat; listeners may watch 'error', the process never dies of it.
     this.redis.on('error', () => {});
     this.redis.on('ready', () => void this.beat());
