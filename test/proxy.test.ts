@@ -171,3 +171,49 @@ describe('WebSocket handshake bytes', () => {
     expect(hello.headers['x-name']).toBe('caf\u00e9');
   });
 });
+
+describe('backend connections', () => {
+  it('reuses keep-alive connections to a backend across requests', async () => {
+    const backends = await startBackends(['b1']);
+    const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });
+    for (let i = 0; i < 50; i++) expect((await request(`${proxy.url}/rooms/r${i}`)).status).toBe(200);
+    const res = await request(`${proxy.url}/connections?room=x`);
+    // One pooled connection served them all (plus this request's own).
+    expect((JSON.parse(res.body) as { connections: number }).connections).toBeLessThanOrEqual(2);
+  });
+
+  it('answers HEAD without a body, passes 100-continue, and reads a body that ends with the connection', async () => {
+    const raw = createServer((socket) => {
+      let seen = '';
+      socket.on('data', (d) => {
+        seen += d.toString('latin1');
+        if (!seen.includes('\r\n\r\n')) return;
+        if (seen.startsWith('HEAD')) {
+          socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Served-By: raw\r\n\r\n');
+          seen = '';
+        } else if (seen.startsWith('POST') && seen.endsWith('body')) {
+          socket.end(
+            'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Served-By: raw\r\n\r\nuntil the close',
+          );
+        }
+      });
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => raw.close(resolve)));
+    const proxy = await startProxy({
+      room: ROOM_RULES,
+      backends: [{ id: 'raw', url: `http://127.0.0.1:${(raw.address() as AddressInfo).port}` }],
+    });
+    const head = await request(`${proxy.url}/rooms/a`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(head.headers['content-length']).toBe('100');
+    expect(head.body).toBe('');
+    const post = await request(`${proxy.url}/rooms/a`, {
+      method: 'POST',
+      body: 'body',
+      headers: { expect: '100-continue' },
+    });
+    expect(post.status).toBe(200);
+    expect(post.body).toBe('until the close');
+  });
+});

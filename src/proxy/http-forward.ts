@@ -1,9 +1,10 @@
 // Forwards one HTTP request to a backend over pooled keep-alive connections, streaming both bodies.
-// The request body is piped only once the backend connection is open, so a refused connection can
+// The backend side is hand-written on node:net (one write for the request head, ResponseReader for
+// the response): Node's http client and agent cost more CPU per request than the rest of the proxy.
+// The request body is sent only once the backend connection is open, so a refused connection can
 // be retried on the ring successor without losing a byte.
 
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
@@ -11,6 +12,13 @@ import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
 import type { ProxyObserver } from './observer.js';
 import { replyError } from './reply.js';
+import {
+  type ResponseFormatError,
+  type ResponseHead,
+  ResponseReader,
+  type ResponseSink,
+} from './response-reader.js';
+import { UpstreamPool } from './upstream-pool.js';
 
 export interface ForwardTimeouts {
   connect: number;
@@ -36,31 +44,6 @@ function isRetriable(req: IncomingMessage): boolean {
   return IDEMPOTENT.has(req.method ?? '') && hasNoBody(req);
 }
 
-/**
- * Streams a response body to the client with back-pressure: what `pipe` does, with two listeners
- * instead of pipe's bookkeeping on both streams, since this runs once per request.
- */
-function relay(from: IncomingMessage, to: ServerResponse): void {
-  const resume = (): void => {
-    from.resume();
-  };
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) {
-      from.pause();
-      to.once('drain', resume);
-    }
-  });
-  from.once('end', () => to.end());
-}
-
-class TimeoutError extends Error {
-  readonly code: string;
-  constructor(phase: 'connect' | 'response') {
-    super(`backend ${phase} timeout`);
-    this.code = phase === 'connect' ? 'ROOMRING_CONNECT_TIMEOUT' : 'ROOMRING_RESPONSE_TIMEOUT';
-  }
-}
-
 /** One client request on its way through one or more attempts. */
 interface Exchange {
   readonly req: IncomingMessage;
@@ -74,21 +57,20 @@ interface Exchange {
 }
 
 export class HttpForwarder {
-  private httpAgent: http.Agent;
-  private httpsAgent: https.Agent;
+  private readonly upstream: UpstreamPool;
 
   constructor(
     private readonly pool: Pool,
     private options: ForwardOptions,
     private readonly observer?: ProxyObserver,
   ) {
-    this.httpAgent = new http.Agent(agentOptions(options.timeouts));
-    this.httpsAgent = new https.Agent(agentOptions(options.timeouts));
+    this.upstream = new UpstreamPool(options.timeouts.keepAlive);
   }
 
   /** New options apply to new requests; pooled connections are kept. */
   setOptions(options: ForwardOptions): void {
     this.options = options;
+    this.upstream.setKeepAlive(options.timeouts.keepAlive);
   }
 
   forward(req: IncomingMessage, res: ServerResponse, room: string | null, backend: Backend): void {
@@ -96,88 +78,25 @@ export class HttpForwarder {
     this.attempt({ req, res, room, headers, tried: new Set(), resent: false }, backend);
   }
 
-  private attempt(exchange: Exchange, backend: Backend): void {
-    const { req, res } = exchange;
-    const { timeouts } = this.options;
+  /** @internal Starts one attempt of an exchange on `backend`. */
+  attempt(exchange: Exchange, backend: Backend): void {
     exchange.tried.add(backend.id);
-    const proxyReq = (backend.tls ? https : http).request({
-      host: backend.host,
-      port: backend.port,
-      method: req.method,
-      path: req.url,
-      headers: exchange.headers,
-      setHost: false,
-      agent: backend.tls ? this.httpsAgent : this.httpAgent,
-      servername: backend.tls ? backend.host : undefined,
-    });
-    let connected = false;
-    let responded = false;
-    let failed = false;
-    // The client went away: drop the backend exchange too, so no pooled socket is left half-used.
-    const onClientClose = (): void => {
-      if (!res.writableFinished) proxyReq.destroy();
-    };
-    res.once('close', onClientClose);
+    new Attempt(this, exchange, backend, this.options.timeouts).start();
+  }
 
-    const send = (): void => {
-      connected = true;
-      // Replaces the agent's idle timer, which is meant for pooled sockets (0: no limit).
-      proxyReq.setTimeout(timeouts.response);
-      // Most requests carry no body: ending at once skips the stream plumbing of a pipe.
-      if (hasNoBody(req)) proxyReq.end();
-      else req.pipe(proxyReq);
-    };
-    proxyReq.once('socket', (socket: Socket) => {
-      if (!socket.connecting) {
-        send();
-        return;
-      }
-      // A new socket carries the agent's keep-alive timeout; only `timeouts.connect` bounds connecting.
-      socket.setTimeout(0);
-      const timer =
-        timeouts.connect > 0
-          ? setTimeout(() => proxyReq.destroy(new TimeoutError('connect')), timeouts.connect)
-          : undefined;
-      socket.once('connect', () => {
-        clearTimeout(timer);
-        send();
-      });
-      socket.once('close', () => clearTimeout(timer));
-    });
+  /** @internal */
+  get upstreamPool(): UpstreamPool {
+    return this.upstream;
+  }
 
-    proxyReq.once('response', (proxyRes) => {
-      responded = true;
-      this.pool.reportSuccess(backend);
-      this.observer?.response(backend.id, proxyRes.statusCode ?? 0);
-      // From here only silence counts, so a long stream that keeps moving is never cut.
-      proxyReq.setTimeout(timeouts.idle);
-      proxyRes.once('error', () => res.destroy());
-      proxyRes.once('aborted', () => res.destroy());
-      res.writeHead(
-        proxyRes.statusCode ?? 502,
-        proxyRes.statusMessage,
-        responseHeadersFor(proxyRes.rawHeaders),
-      );
-      relay(proxyRes, res);
-    });
-
-    proxyReq.on('timeout', () => proxyReq.destroy(new TimeoutError(connected ? 'response' : 'connect')));
-
-    proxyReq.on('error', (error: NodeJS.ErrnoException) => {
-      // One verdict per attempt: a later error must not touch a resend or failover under way.
-      if (failed) return;
-      failed = true;
-      res.off('close', onClientClose);
-      if (responded || res.destroyed) {
-        res.destroy();
-        return;
-      }
-      this.onAttemptFailed(exchange, backend, error.code ?? '', connected, proxyReq.reusedSocket);
-    });
+  /** @internal The backend answered: it is healthy, and metrics count the status. */
+  answered(backend: Backend, status: number): void {
+    this.pool.reportSuccess(backend);
+    this.observer?.response(backend.id, status);
   }
 
   /** Resends, fails over to the next backend, or answers the client with a coded error. */
-  private onAttemptFailed(
+  onAttemptFailed(
     exchange: Exchange,
     backend: Backend,
     code: string,
@@ -185,12 +104,7 @@ export class HttpForwarder {
     reusedSocket: boolean,
   ): void {
     // A pooled socket the backend closed as we reused it: nothing was processed, try once more.
-    if (
-      reusedSocket &&
-      code === 'ECONNRESET' &&
-      IDEMPOTENT.has(exchange.req.method ?? '') &&
-      !exchange.resent
-    ) {
+    if (reusedSocket && code === 'ECONNRESET' && isRetriable(exchange.req) && !exchange.resent) {
       exchange.resent = true;
       this.attempt(exchange, backend);
       return;
@@ -215,8 +129,212 @@ export class HttpForwarder {
   }
 
   close(): void {
-    this.httpAgent.destroy();
-    this.httpsAgent.destroy();
+    this.upstream.close();
+  }
+}
+
+/**
+ * One try of an exchange on one backend connection: writes the request head (one write) and body,
+ * reads the response with ResponseReader, streams it to the client with back-pressure, and
+ * returns the connection to the pool when both messages are complete. The request body starts
+ * only once the connection is open, so a refused connection loses nothing.
+ */
+class Attempt implements ResponseSink {
+  private socket: Socket | undefined;
+  private reused = false;
+  private connected = false;
+  private responded = false;
+  private settled = false;
+  private requestSent = false;
+  private bytesRead = false;
+  private keepAlive = false;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private readonly reader: ResponseReader;
+
+  constructor(
+    private readonly forwarder: HttpForwarder,
+    private readonly exchange: Exchange,
+    private readonly backend: Backend,
+    private readonly timeouts: ForwardTimeouts,
+  ) {
+    this.reader = new ResponseReader(this, exchange.req.method === 'HEAD');
+  }
+
+  start(): void {
+    const pool = this.forwarder.upstreamPool;
+    const pooled = pool.take(this.backend);
+    const socket = pooled ?? pool.open(this.backend);
+    this.socket = socket;
+    this.reused = pooled !== undefined;
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    socket.on('timeout', this.onTimeout);
+    this.exchange.res.once('close', this.onClientClose);
+    if (this.reused) {
+      this.onConnected();
+      return;
+    }
+    socket.once(this.backend.tls ? 'secureConnect' : 'connect', this.onConnected);
+    if (this.timeouts.connect > 0) {
+      this.connectTimer = setTimeout(() => this.fail('ROOMRING_CONNECT_TIMEOUT'), this.timeouts.connect);
+    }
+  }
+
+  private readonly onConnected = (): void => {
+    clearTimeout(this.connectTimer);
+    const socket = this.socket as Socket;
+    const { req } = this.exchange;
+    this.connected = true;
+    socket.setTimeout(this.timeouts.response);
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
+    const headers = this.exchange.headers;
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    if (chunked) head += 'Transfer-Encoding: chunked\r\n';
+    socket.write(Buffer.from(`${head}Connection: keep-alive\r\n\r\n`, 'latin1'));
+    if (hasNoBody(req)) {
+      this.requestSent = true;
+      return;
+    }
+    req.on('data', chunked ? this.sendChunk : this.sendBytes);
+    req.once('end', this.bodyEnded);
+    socket.on('drain', this.resumeRequest);
+    req.resume();
+  };
+
+  private readonly sendBytes = (chunk: Buffer): void => {
+    if (!(this.socket as Socket).write(chunk)) this.exchange.req.pause();
+  };
+
+  private readonly sendChunk = (chunk: Buffer): void => {
+    if (chunk.length === 0) return;
+    const socket = this.socket as Socket;
+    socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    socket.write(chunk);
+    if (!socket.write('\r\n', 'latin1')) this.exchange.req.pause();
+  };
+
+  private readonly resumeRequest = (): void => {
+    this.exchange.req.resume();
+  };
+
+  private readonly bodyEnded = (): void => {
+    if (this.exchange.req.headers['transfer-encoding'] !== undefined)
+      this.socket?.write('0\r\n\r\n', 'latin1');
+    this.requestSent = true;
+    if (this.reader.done) this.release();
+  };
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.bytesRead = true;
+    try {
+      this.reader.push(chunk);
+    } catch (error) {
+      this.fail((error as ResponseFormatError).code);
+    }
+  };
+
+  head(head: ResponseHead): void {
+    this.responded = true;
+    this.keepAlive = head.keepAlive;
+    this.forwarder.answered(this.backend, head.status);
+    // From here only silence counts, so a long stream that keeps moving is never cut.
+    this.socket?.setTimeout(this.timeouts.idle);
+    this.exchange.res.writeHead(head.status, head.statusText, responseHeadersFor(head.rawHeaders));
+  }
+
+  body(chunk: Buffer): void {
+    const { res } = this.exchange;
+    if (!res.write(chunk)) {
+      this.socket?.pause();
+      res.once('drain', this.resumeResponse);
+    }
+  }
+
+  private readonly resumeResponse = (): void => {
+    this.socket?.resume();
+  };
+
+  end(): void {
+    this.exchange.res.end();
+    if (this.requestSent || this.reader.endsAtClose) this.release();
+  }
+
+  /** Both messages are complete: the connection goes back to the pool, or is closed. */
+  private release(): void {
+    if (this.settled) return;
+    this.settled = true;
+    const socket = this.socket as Socket;
+    this.detach();
+    if (this.keepAlive && this.requestSent) this.forwarder.upstreamPool.give(this.backend, socket);
+    else socket.destroy();
+  }
+
+  private detach(): void {
+    clearTimeout(this.connectTimer);
+    const socket = this.socket;
+    const { req, res } = this.exchange;
+    res.off('close', this.onClientClose);
+    res.off('drain', this.resumeResponse);
+    req.off('data', this.sendBytes);
+    req.off('data', this.sendChunk);
+    req.off('end', this.bodyEnded);
+    if (socket === undefined) return;
+    socket.off('data', this.onData);
+    socket.off('error', this.onError);
+    socket.off('close', this.onClose);
+    socket.off('timeout', this.onTimeout);
+    socket.off('drain', this.resumeRequest);
+    socket.off('connect', this.onConnected);
+    socket.off('secureConnect', this.onConnected);
+    socket.setTimeout(0);
+    socket.resume();
+  }
+
+  private readonly onError = (error: NodeJS.ErrnoException): void => {
+    this.fail(error.code ?? 'ECONNRESET');
+  };
+
+  private readonly onClose = (): void => {
+    if (this.settled) return;
+    // A body that runs until the connection closes ends here; anything else was cut short.
+    if (this.reader.close()) return;
+    this.fail('ECONNRESET');
+  };
+
+  private readonly onTimeout = (): void => {
+    this.fail(this.connected ? 'ROOMRING_RESPONSE_TIMEOUT' : 'ROOMRING_CONNECT_TIMEOUT');
+  };
+
+  private readonly onClientClose = (): void => {
+    if (this.settled || this.exchange.res.writableFinished) return;
+    // The client went away: drop the backend exchange too, so no pooled socket is left half-used.
+    this.settled = true;
+    this.detach();
+    this.socket?.destroy();
+  };
+
+  /** One verdict per attempt: a later error must not touch a resend or failover under way. */
+  private fail(code: string): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.detach();
+    this.socket?.destroy();
+    const { res } = this.exchange;
+    if (this.responded || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    // A pooled connection that failed before answering anything: treated as a stale keep-alive.
+    const stale = this.reused && !this.bytesRead;
+    this.forwarder.onAttemptFailed(
+      this.exchange,
+      this.backend,
+      stale && code === 'EPIPE' ? 'ECONNRESET' : code,
+      this.connected,
+      stale,
+    );
   }
 }
 
@@ -224,9 +342,4 @@ function errorCodeOf(code: string): ErrorCode {
   return code === 'ROOMRING_RESPONSE_TIMEOUT' || code === 'ROOMRING_CONNECT_TIMEOUT'
     ? 'ROOMRING_E_BACKEND_TIMEOUT'
     : 'ROOMRING_E_BACKEND_UNREACHABLE';
-}
-
-function agentOptions(timeouts: ForwardTimeouts): http.AgentOptions {
-  // `timeout` here only closes idle pooled sockets; in-flight requests use their own timers.
-  return { keepAlive: true, maxFreeSockets: 1024, scheduling: 'lifo', timeout: timeouts.keepAlive };
 }

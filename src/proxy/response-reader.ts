@@ -1,0 +1,199 @@
+// Reads one HTTP/1.1 response from a backend byte stream: the head (status line and raw headers),
+// then the body by its framing (Content-Length, chunked, or until the connection closes).
+// Interim 1xx responses are skipped. Pure: no sockets, so every framing case is unit-tested.
+
+export interface ResponseHead {
+  status: number;
+  statusText: string;
+  /** Header names and values, alternating, as sent (latin1), like `IncomingMessage.rawHeaders`. */
+  rawHeaders: string[];
+  /** Whether the connection may carry another request after this response. */
+  keepAlive: boolean;
+}
+
+export interface ResponseSink {
+  head(head: ResponseHead): void;
+  /** A piece of the (de-chunked) body. */
+  body(chunk: Buffer): void;
+  end(): void;
+}
+
+/** Thrown for a response the reader cannot frame; the exchange fails with it. */
+export class ResponseFormatError extends Error {
+  readonly code = 'ROOMRING_BAD_RESPONSE';
+}
+
+const MAX_HEAD = 64 * 1024;
+const CRLF = Buffer.from('\r\n');
+const HEAD_END = Buffer.from('\r\n\r\n');
+
+type State =
+  | 'head'
+  | 'length'
+  | 'chunk-size'
+  | 'chunk-data'
+  | 'chunk-crlf'
+  | 'trailers'
+  | 'until-close'
+  | 'done';
+
+export class ResponseReader {
+  private state: State = 'head';
+  private pending: Buffer | undefined;
+  private remaining = 0;
+  private keepAlive = false;
+
+  /** `noBody`: the request was HEAD (the response has headers only). */
+  constructor(
+    private readonly sink: ResponseSink,
+    private readonly noBody: boolean,
+  ) {}
+
+  get done(): boolean {
+    return this.state === 'done';
+  }
+
+  /** Whether any byte of a final response was read (a head, or part of it). */
+  get started(): boolean {
+    return this.state !== 'head' || (this.pending?.length ?? 0) > 0;
+  }
+
+  /** The body runs until the backend closes the connection. */
+  get endsAtClose(): boolean {
+    return this.state === 'until-close';
+  }
+
+  /** Feeds bytes from the backend; bytes after the end of the response are ignored. */
+  push(data: Buffer): void {
+    let input = this.pending === undefined ? data : Buffer.concat([this.pending, data]);
+    this.pending = undefined;
+    while (input.length > 0 && this.state !== 'done') {
+      input = this.step(input);
+    }
+  }
+
+  /** The backend closed the connection: ends a close-delimited body, else the response is cut. */
+  close(): boolean {
+    if (this.state === 'until-close') {
+      this.state = 'done';
+      this.sink.end();
+      return true;
+    }
+    return this.state === 'done';
+  }
+
+  private step(input: Buffer): Buffer {
+    switch (this.state) {
+      case 'head':
+        return this.readHead(input);
+      case 'length': {
+        const take = Math.min(this.remaining, input.length);
+        this.sink.body(input.subarray(0, take));
+        this.remaining -= take;
+        if (this.remaining === 0) this.finish();
+        return input.subarray(take);
+      }
+      case 'until-close':
+        this.sink.body(input);
+        return input.subarray(input.length);
+      case 'chunk-size': {
+        const eol = input.indexOf(CRLF);
+        if (eol === -1) return this.wait(input, 'chunk size line');
+        const size = Number.parseInt(input.toString('latin1', 0, eol).split(';')[0]?.trim() ?? '', 16);
+        if (!Number.isFinite(size) || size < 0) throw new ResponseFormatError('bad chunk size');
+        this.remaining = size;
+        this.state = size === 0 ? 'trailers' : 'chunk-data';
+        return input.subarray(eol + 2);
+      }
+      case 'chunk-data': {
+        const take = Math.min(this.remaining, input.length);
+        this.sink.body(input.subarray(0, take));
+        this.remaining -= take;
+        if (this.remaining === 0) this.state = 'chunk-crlf';
+        return input.subarray(take);
+      }
+      case 'chunk-crlf':
+        if (input.length < 2) return this.wait(input, 'chunk end');
+        if (input[0] !== 13 || input[1] !== 10) throw new ResponseFormatError('bad chunk end');
+        this.state = 'chunk-size';
+        return input.subarray(2);
+      case 'trailers': {
+        // Trailer fields are dropped: the client already got its headers.
+        const eol = input.indexOf(CRLF);
+        if (eol === -1) return this.wait(input, 'trailer');
+        if (eol === 0) this.finish();
+        return input.subarray(eol + 2);
+      }
+      default:
+        return input.subarray(input.length);
+    }
+  }
+
+  private wait(input: Buffer, what: string): Buffer {
+    if (input.length > MAX_HEAD) throw new ResponseFormatError(`${what} too long`);
+    this.pending = input;
+    return input.subarray(input.length);
+  }
+
+  private finish(): void {
+    this.state = 'done';
+    this.sink.end();
+  }
+
+  private readHead(input: Buffer): Buffer {
+    const end = input.indexOf(HEAD_END);
+    if (end === -1) return this.wait(input, 'response head');
+    const lines = input.toString('latin1', 0, end).split('\r\n');
+    const statusLine = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0] ?? '');
+    if (statusLine === null) throw new ResponseFormatError('bad status line');
+    const status = Number(statusLine[2]);
+    const rawHeaders: string[] = [];
+    let length: number | undefined;
+    let chunked = false;
+    let close = statusLine[1] === '0';
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i] as string;
+      const colon = line.indexOf(':');
+      if (colon <= 0) throw new ResponseFormatError('bad header line');
+      const name = line.slice(0, colon);
+      const value = line.slice(colon + 1).trim();
+      rawHeaders.push(name, value);
+      const lower = name.toLowerCase();
+      if (lower === 'content-length') {
+        const n = Number(value);
+        if (!Number.isSafeInteger(n) || n < 0 || (length !== undefined && length !== n)) {
+          throw new ResponseFormatError('bad content-length');
+        }
+        length = n;
+      } else if (lower === 'transfer-encoding') {
+        chunked = value.toLowerCase().split(',').at(-1)?.trim() === 'chunked';
+      } else if (lower === 'connection') {
+        // HTTP/1.0 responses are never reused, keep-alive or not: only a `close` matters here.
+        if (
+          value
+            .toLowerCase()
+            .split(',')
+            .some((t) => t.trim() === 'close')
+        )
+          close = true;
+      }
+    }
+    const rest = input.subarray(end + 4);
+    // Interim responses (100 Continue, 103 Early Hints) are not the answer: read on.
+    if (status >= 100 && status < 200) return rest;
+    const bodiless = this.noBody || status === 204 || status === 304;
+    if (bodiless) this.state = 'done';
+    else if (chunked) this.state = 'chunk-size';
+    else if (length !== undefined) {
+      this.state = length === 0 ? 'done' : 'length';
+      this.remaining = length;
+    } else {
+      this.state = 'until-close';
+      close = true;
+    }
+    this.keepAlive = !close;
+    this.sink.head({ status, statusText: statusLine[3] ?? '', rawHeaders, keepAlive: this.keepAlive });
+    if (this.state === 'done') this.sink.end();
+    return rest;
+  }
+}
