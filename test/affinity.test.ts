@@ -4,6 +4,8 @@ import { writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import {
+  addBackend,
+  backendsCli,
   backendsConfig,
   type OpenSocket,
   openSocket,
@@ -14,29 +16,12 @@ import {
   startRedis,
   type TestBackend,
   type TestProxy,
-  type TestRedis,
   waitUntil,
 } from './helpers.js';
 
 const CLUSTER = 'rooms';
 const ringSize = (proxy: TestProxy, n: number) => ringSizeOf(proxy) === n;
 const ws = (proxy: TestProxy, room: string) => `${proxy.url.replace('http', 'ws')}/rooms/${room}/ws`;
-
-async function addBackend(redis: TestRedis, backend: TestBackend): Promise<void> {
-  const added = await runCli([
-    'backends',
-    'add',
-    '--redis',
-    redis.url,
-    '--cluster',
-    CLUSTER,
-    '--id',
-    backend.id,
-    '--url',
-    backend.url,
-  ]);
-  expect(added.code).toBe(0);
-}
 
 /** The close code each socket opened by joinAll ended with. */
 const closeCodes = new Map<OpenSocket, number>();
@@ -68,7 +53,7 @@ async function joinAll(
 async function scaleOut(affinity: 'on' | 'off') {
   const redis = await startRedis();
   const backends = await startBackends(['b1', 'b2', 'b3', 'b4']);
-  for (const b of backends.slice(0, 3)) await addBackend(redis, b);
+  for (const b of backends.slice(0, 3)) await addBackend(redis, CLUSTER, b);
   const config = {
     room: { from: [{ path: '/rooms/:room' }] },
     registry: { redis: redis.url, cluster: CLUSTER, resync: '1s' },
@@ -81,7 +66,7 @@ async function scaleOut(affinity: 'on' | 'off') {
   const first = await joinAll(proxies, rooms, open);
   const homes = new Map([...first].map(([room, servers]) => [room, [...servers][0] as string]));
 
-  await addBackend(redis, backends[3] as TestBackend);
+  await addBackend(redis, CLUSTER, backends[3] as TestBackend);
   await waitUntil(() => proxies.every((p) => ringSize(p, 4)));
   const again = await joinAll(proxies, rooms, open);
   let split = 0;
@@ -118,7 +103,7 @@ describe('room leases', () => {
   it('100 brand-new rooms joined at the same instant through two proxies end on one backend each', async () => {
     const redis = await startRedis();
     const backends = await startBackends(['b1', 'b2', 'b3']);
-    for (const b of backends) await addBackend(redis, b);
+    for (const b of backends) await addBackend(redis, CLUSTER, b);
     const config = {
       room: { from: [{ path: '/rooms/:room' }] },
       registry: { redis: redis.url, cluster: CLUSTER },
@@ -169,7 +154,7 @@ describe('draining', () => {
   it('keeps live rooms on a draining backend, then at the deadline closes them with 1012 and moves each room whole', async () => {
     const redis = await startRedis();
     const backends = await startBackends(['b1', 'b2', 'b3']);
-    for (const b of backends) await addBackend(redis, b);
+    for (const b of backends) await addBackend(redis, CLUSTER, b);
     const config = {
       room: { from: [{ path: '/rooms/:room' }] },
       registry: { redis: redis.url, cluster: CLUSTER, resync: '1s' },
@@ -183,18 +168,7 @@ describe('draining', () => {
     const onB1 = rooms.filter((room) => first.get(room)?.has('b1'));
     expect(onB1.length).toBeGreaterThan(5);
 
-    const drain = await runCli([
-      'backends',
-      'drain',
-      '--redis',
-      redis.url,
-      '--cluster',
-      CLUSTER,
-      '--id',
-      'b1',
-      '--deadline',
-      '3s',
-    ]);
+    const drain = await backendsCli(redis, CLUSTER, 'drain', ['--id', 'b1', '--deadline', '3s']);
     expect(drain.code).toBe(0);
     await waitUntil(() => proxies.every((p) => ringSize(p, 2)));
     // Draining: new users of live rooms still reach b1; new rooms never do.
@@ -208,7 +182,7 @@ describe('draining', () => {
     expect([...fresh.values()].some((servers) => servers.has('b1'))).toBe(false);
     // The registry shows what is left on b1 (each proxy publishes its live rooms and connections).
     await waitUntil(async () => {
-      const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', CLUSTER, '--json']);
+      const list = await backendsCli(redis, CLUSTER, 'list', ['--json']);
       const b1 = (JSON.parse(list.output) as { id: string; connections: number; state: string }[]).find(
         (r) => r.id === 'b1',
       );
@@ -235,7 +209,7 @@ describe('plan and bounded load', () => {
   it('plans a removal and an addition against the live registry without changing it', async () => {
     const redis = await startRedis();
     const backends = await startBackends(['b1', 'b2', 'b3']);
-    for (const b of backends) await addBackend(redis, b);
+    for (const b of backends) await addBackend(redis, CLUSTER, b);
     const config = {
       room: { from: [{ path: '/rooms/:room' }] },
       registry: { redis: redis.url, cluster: CLUSTER, resync: '1s' },
@@ -268,7 +242,7 @@ describe('plan and bounded load', () => {
     expect(addition.affected.rooms).toBe(0);
     expect(addition.ringMoves).toBeGreaterThan(0);
     expect(addition.shares.find((s) => s.id === 'b4')?.after).toBeCloseTo(0.25);
-    const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', CLUSTER, '--json']);
+    const list = await backendsCli(redis, CLUSTER, 'list', ['--json']);
     expect((JSON.parse(list.output) as unknown[]).length).toBe(3);
     const bad = await runCli(['plan', '--redis', redis.url, '--cluster', CLUSTER]);
     expect(bad.code).toBe(2);

@@ -3,11 +3,12 @@
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import {
+  addBackend,
+  backendsCli,
   backendsConfig,
   onCleanup,
   request,
   ringSizeOf,
-  runCli,
   startBackends,
   startProxy,
   startRedis,
@@ -130,19 +131,7 @@ describe('one verdict in Redis mode', () => {
       health: HEALTH,
       placement: RING_ONLY,
     };
-    for (const b of backends)
-      await runCli([
-        'backends',
-        'add',
-        '--redis',
-        redis.url,
-        '--cluster',
-        'health',
-        '--id',
-        b.id,
-        '--url',
-        b.url,
-      ]);
+    for (const b of backends) await addBackend(redis, 'health', b);
     const p1 = await startProxy(config);
     const p2 = await startProxy(config);
     await waitUntil(() => ringSize(p1, 3) && ringSize(p2, 3), 5000);
@@ -161,7 +150,7 @@ describe('one verdict in Redis mode', () => {
       if (before.get(room) === 'b2') expect(a.get(room)).not.toBe('b2');
       else expect(a.get(room)).toBe(before.get(room));
     }
-    const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', 'health', '--json']);
+    const list = await backendsCli(redis, 'health', 'list', ['--json']);
     const b2 = (JSON.parse(list.output) as { id: string; health: string; healthReason: string }[]).find(
       (r) => r.id === 'b2',
     );

@@ -369,3 +369,23 @@ export function ringSizeOf(proxy: RunningCli): number | undefined {
   const last = [...proxy.output().matchAll(/ring rebuilt with (\d+) backend/g)].at(-1)?.[1];
   return last === undefined ? undefined : Number(last);
 }
+
+/** Runs `roomring backends ACTION --redis URL --cluster C ...args` against a test Redis. */
+export function backendsCli(
+  redis: TestRedis,
+  cluster: string,
+  action: string,
+  args: string[] = [],
+): Promise<{ code: number | null; output: string }> {
+  return runCli(['backends', action, '--redis', redis.url, '--cluster', cluster, ...args]);
+}
+
+/** Adds a backend entry without heartbeats (`roomring backends add`). */
+export async function addBackend(
+  redis: TestRedis,
+  cluster: string,
+  backend: { id: string; url: string },
+): Promise<void> {
+  const added = await backendsCli(redis, cluster, 'add', ['--id', backend.id, '--url', backend.url]);
+  if (added.code !== 0) throw new Error(`backends add ${backend.id} failed:\n${added.output}`);
+}

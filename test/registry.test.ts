@@ -3,6 +3,8 @@
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import {
+  addBackend,
+  backendsCli,
   onCleanup,
   request,
   ringSizeOf,
@@ -96,7 +98,7 @@ describe('Redis registry', () => {
     }
 
     // `backends list --json` shows what the proxies route on.
-    const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', CLUSTER, '--json']);
+    const list = await backendsCli(redis, CLUSTER, 'list', ['--json']);
     expect(list.code).toBe(0);
     const rows = JSON.parse(list.output) as {
       id: string;
@@ -167,7 +169,7 @@ describe('Redis registry', () => {
       for (const room of rooms) expect(await servedBy(proxy, room)).toBe(before.get(room));
       await new Promise((r) => setTimeout(r, 300));
     }
-    const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', CLUSTER, '--json']);
+    const list = await backendsCli(redis, CLUSTER, 'list', ['--json']);
     expect((JSON.parse(list.output) as unknown[]).length).toBe(3);
   });
 
@@ -182,13 +184,7 @@ describe('Redis registry', () => {
     expect(proxy.output()).toMatch(/registry unreachable at start; routing on the 1 static backend/);
     expect(await servedBy(proxy, 'lobby')).toBe('s1');
     await redis.start();
-    const admin = await runCli([
-      'backends',
-      'add',
-      '--redis',
-      redis.url,
-      '--cluster',
-      CLUSTER,
+    const admin = await backendsCli(redis, CLUSTER, 'add', [
       '--id',
       'r1',
       '--url',
@@ -237,45 +233,15 @@ describe('Redis registry', () => {
     const redis = await startRedis();
     const backends = await startBackends(['b1', 'b2']);
     const proxy = await startProxy(registryConfig(redis));
-    for (const b of backends)
-      await runCli([
-        'backends',
-        'add',
-        '--redis',
-        redis.url,
-        '--cluster',
-        CLUSTER,
-        '--id',
-        b.id,
-        '--url',
-        b.url,
-      ]);
+    for (const b of backends) await addBackend(redis, CLUSTER, b);
     await waitUntil(() => ringSizeOf(proxy) === 2);
-    const drain = await runCli([
-      'backends',
-      'drain',
-      '--redis',
-      redis.url,
-      '--cluster',
-      CLUSTER,
-      '--id',
-      'b1',
-    ]);
+    const drain = await backendsCli(redis, CLUSTER, 'drain', ['--id', 'b1']);
     expect(drain.code).toBe(0);
     await waitUntil(() => ringSizeOf(proxy) === 1);
     for (const room of rooms) expect(await servedBy(proxy, room)).toBe('b2');
-    await runCli(['backends', 'undrain', '--redis', redis.url, '--cluster', CLUSTER, '--id', 'b1']);
+    await backendsCli(redis, CLUSTER, 'undrain', ['--id', 'b1']);
     await waitUntil(async () => (await Promise.all(rooms.map((r) => servedBy(proxy, r)))).includes('b1'));
-    const missing = await runCli([
-      'backends',
-      'remove',
-      '--redis',
-      redis.url,
-      '--cluster',
-      CLUSTER,
-      '--id',
-      'ghost',
-    ]);
+    const missing = await backendsCli(redis, CLUSTER, 'remove', ['--id', 'ghost']);
     expect(missing.code).toBe(2);
     const noRedis = await runCli(['backends', 'list', '--cluster', CLUSTER], { REDIS_URL: '' });
     expect(noRedis.code).toBe(2);
@@ -311,7 +277,7 @@ describe('registerBackend (library API)', () => {
     await waitUntil(() => ringSizeOf(proxy) === 2);
     await handles[1]?.close();
     await waitUntil(() => ringSizeOf(proxy) === 1);
-    const list = await runCli(['backends', 'list', '--redis', redis.url, '--cluster', CLUSTER, '--json']);
+    const list = await backendsCli(redis, CLUSTER, 'list', ['--json']);
     expect((JSON.parse(list.output) as { id: string }[]).map((r) => r.id)).toEqual(['lib1']);
   });
 });
