@@ -217,3 +217,44 @@ describe('backend connections', () => {
     expect(post.body).toBe('until the close');
   });
 });
+
+describe('large responses', () => {
+  it('streams 16 MB bodies intact, with Content-Length and chunked, to a slow reader', async () => {
+    const { createHash, randomBytes } = await import('node:crypto');
+    const { createServer: createHttpServer, get } = await import('node:http');
+    const payload = randomBytes(16 * 1024 * 1024);
+    const digest = createHash('sha256').update(payload).digest('hex');
+    const backend = createHttpServer((req, res) => {
+      if (req.url?.includes('chunked')) {
+        res.writeHead(200);
+        for (let i = 0; i < payload.length; i += 1 << 20) res.write(payload.subarray(i, i + (1 << 20)));
+        res.end();
+      } else res.writeHead(200, { 'content-length': payload.length }).end(payload);
+    });
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise((resolve) => backend.close(resolve)));
+    const proxy = await startProxy({
+      room: ROOM_RULES,
+      backends: [{ id: 'big', url: `http://127.0.0.1:${(backend.address() as AddressInfo).port}` }],
+    });
+    for (const path of ['/rooms/a/plain', '/rooms/a/chunked']) {
+      const received = await new Promise<{ hash: string; length: number }>((resolve, reject) => {
+        get(`${proxy.url}${path}`, { agent: false }, (res) => {
+          const hash = createHash('sha256');
+          let length = 0;
+          // A slow reader: pauses after each piece, so back-pressure reaches the backend connection.
+          res.on('data', (chunk: Buffer) => {
+            hash.update(chunk);
+            length += chunk.length;
+            res.pause();
+            setImmediate(() => res.resume());
+          });
+          res.on('end', () => resolve({ hash: hash.digest('hex'), length }));
+          res.on('error', reject);
+        }).on('error', reject);
+      });
+      expect(received.length).toBe(payload.length);
+      expect(received.hash).toBe(digest);
+    }
+  });
+});
