@@ -1,7 +1,8 @@
 // `--workers N`: N proxy processes (node:cluster) on one port that route identically, since each
 // builds the same ring from the same snapshots. The primary owns the admin listener and answers
 // for all: status and metrics are gathered from every worker; reload and shutdown reach them all.
-// Without Redis it also holds the room leases every worker shares.
+// Without Redis it also holds the room leases every worker shares and runs the health checks whose
+// verdicts every worker routes on.
 
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
@@ -9,6 +10,7 @@ import { AdminServer } from './admin/admin-server.js';
 import type { ProxyStatus } from './admin/status.js';
 import { answerLeaseRequest, IpcLeaseStore, isLeaseRequest } from './affinity/ipc-lease-store.js';
 import { MemoryLeaseStore } from './affinity/lease-store.js';
+import { IpcVerdicts, SharedHealth, type SuspectMessage } from './cluster-health.js';
 import { type ConfigOverrides, loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { attachToProcess, Daemon } from './daemon.js';
@@ -40,6 +42,8 @@ class Primary {
   private readonly aggregator = new AggregatorRegistry();
   /** Without Redis, the one lease store all workers share (over IPC), so they agree on live rooms. */
   private readonly leases = new MemoryLeaseStore();
+  /** Without Redis, the one health checker whose verdicts every worker routes on. */
+  private health: SharedHealth | undefined;
   private admin: AdminServer | undefined;
   private stopping = false;
   private nextId = 1;
@@ -54,7 +58,14 @@ class Primary {
   ) {}
 
   async start(): Promise<void> {
+    if (this.config.registry === undefined) {
+      this.health = new SharedHealth(this.config, this.log, (message) => {
+        for (const worker of this.workers()) worker.send(message);
+      });
+    }
     cluster.on('message', (worker, message: Reply) => {
+      const verdicts = this.health?.receive(message as SuspectMessage);
+      if (verdicts !== undefined && worker.isConnected()) worker.send(verdicts);
       if (isLeaseRequest(message)) {
         void answerLeaseRequest(this.leases, message).then((reply) => {
           if (worker.isConnected()) worker.send(reply);
@@ -177,6 +188,7 @@ class Primary {
       return false;
     }
     const results = await Promise.all(this.workers().map((w) => this.ask(w, { kind: 'reload' })));
+    this.health?.apply(this.config);
     if (this.config.admin !== undefined) this.admin?.configure(this.config.admin);
     this.log.info({ event: 'reload', workers: results.length }, 'config reloaded in every worker');
     return results.every((ok) => ok === true);
@@ -197,6 +209,7 @@ class Primary {
         }),
     );
     await Promise.all(exits);
+    this.health?.stop();
     await this.admin?.close();
     this.log.info({ event: 'stopped' }, 'stopped');
     process.exit(0);
@@ -208,7 +221,7 @@ async function runWorker(configFile: string, overrides: ConfigOverrides): Promis
   const config = loadConfigFile(configFile, overrides);
   const daemon = new Daemon(
     { ...config, admin: undefined },
-    { configFile, overrides, leaseStore: new IpcLeaseStore() },
+    { configFile, overrides, leaseStore: new IpcLeaseStore(), remoteVerdicts: new IpcVerdicts() },
   );
   AggregatorRegistry.setRegistries([daemon.metrics.registry]);
   // Constructing one installs prom-client's listener that answers the primary's metrics requests.

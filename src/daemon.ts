@@ -9,7 +9,7 @@ import type { LeaseStore } from './affinity/lease-store.js';
 import { RoomKeeper } from './affinity/room-keeper.js';
 import { type ConfigOverrides, loadConfigFile } from './config/load.js';
 import type { Config } from './config/schema.js';
-import { HealthCoordinator } from './health-coordinator.js';
+import { HealthCoordinator, type RemoteVerdicts } from './health-coordinator.js';
 import { createLogger, type Logger } from './log.js';
 import { Pool } from './pool/pool.js';
 import { ConnectionTracker } from './proxy/connections.js';
@@ -26,6 +26,8 @@ export interface DaemonOptions {
   overrides?: ConfigOverrides;
   /** Lease store to use without Redis (workers pass the primary's, over IPC). */
   leaseStore?: LeaseStore;
+  /** Health verdicts decided elsewhere without Redis (workers get the primary's, over IPC). */
+  remoteVerdicts?: RemoteVerdicts;
 }
 
 export class Daemon {
@@ -59,8 +61,13 @@ export class Daemon {
       lastSnapshotAt: () => this.lastSnapshotAt,
     });
     this.proxy = new ProxyServer(this.pool, config, this.rooms.placer, tracker, this.metrics);
-    this.health = new HealthCoordinator(this.pool, this.registry, config, this.log, (id, verdict) =>
-      this.metrics.healthTransition(id, verdict),
+    this.health = new HealthCoordinator(
+      this.pool,
+      this.registry,
+      config,
+      this.log,
+      (id, verdict) => this.metrics.healthTransition(id, verdict),
+      options.remoteVerdicts,
     );
     if (this.registry instanceof RedisRegistry) {
       const { connections } = this.registry;

@@ -1,7 +1,8 @@
-// Decides who checks and where verdicts go. Without Redis each process checks its backends and
-// feeds its own pool. With Redis only the leader checks; it writes verdicts to the registry, and
-// every proxy (the leader too) builds its ring from the registry's verdicts, so all agree.
-// Passive failures seen by any proxy reach the checker at once.
+// Decides who checks and where verdicts go. Without Redis a process checks its backends and feeds
+// its own pool, unless it is a worker of `--workers`: then the primary checks and sends verdicts to
+// every worker. With Redis only the leader checks; it writes verdicts to the registry, and every
+// proxy (the leader too) builds its ring from the registry's verdicts, so all agree. Passive
+// failures seen by any proxy reach the checker at once.
 
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
@@ -11,9 +12,18 @@ import type { Backend, Pool } from './pool/pool.js';
 import { RedisRegistry } from './registry/redis-registry.js';
 import type { Registry } from './registry/registry.js';
 
+/** Verdicts decided by another process (the primary of `--workers`), for one that does not check. */
+export interface RemoteVerdicts {
+  /** Calls `listener` with the whole verdict set, now and after every change. */
+  watch(listener: (verdicts: ReadonlyMap<string, Verdict>) => void): void;
+  /** Reports a backend this process saw fail, so the checker probes it at once. */
+  suspect(id: string): void;
+}
+
 export class HealthCoordinator {
   private checker: HealthChecker | undefined;
   private readonly redis: RedisRegistry | undefined;
+  private readonly remote: RemoteVerdicts | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -21,8 +31,12 @@ export class HealthCoordinator {
     private config: Config,
     private readonly log: Logger,
     private readonly onTransition?: (id: string, verdict: Verdict) => void,
+    remote?: RemoteVerdicts,
   ) {
     this.redis = registry instanceof RedisRegistry ? registry : undefined;
+    // With Redis the registry carries verdicts; a remote checker only stands in without it.
+    this.remote = this.redis === undefined ? remote : undefined;
+    this.remote?.watch((verdicts) => pool.setVerdicts(verdicts));
     pool.on('backends', (backends) => this.checker?.setTargets(backends));
     pool.on('down', (backend) => this.suspect(backend));
     pool.on('snapshot', () => this.republish());
@@ -41,6 +55,7 @@ export class HealthCoordinator {
     this.pool.setHealthPolicy({ enabled: health !== undefined, initial: health?.initial ?? 'up' });
     if (health === undefined) this.stopChecker();
     else if (this.checker !== undefined) this.checker.setTargets(this.pool.list(), health);
+    else if (this.remote !== undefined) return;
     else if (this.redis === undefined || this.redis.leader) this.startChecker();
   }
 
@@ -104,7 +119,8 @@ export class HealthCoordinator {
 
   private suspect(backend: Backend): void {
     if (this.config.health === undefined) return;
-    if (this.redis !== undefined) this.redis.reportSuspect(backend.id);
+    if (this.remote !== undefined) this.remote.suspect(backend.id);
+    else if (this.redis !== undefined) this.redis.reportSuspect(backend.id);
     else this.checker?.probeNow(backend.id);
   }
 

@@ -94,3 +94,50 @@ describe('workers', () => {
     for (const { pid } of status.workers) expect(() => process.kill(pid, 0)).toThrow();
   });
 });
+
+describe('workers without Redis: one health verdict', () => {
+  it('has the primary check once and every worker drop and readmit a failing backend together', async () => {
+    const backends = await startBackends(['b1', 'b2', 'b3']);
+    const adminPort = await freePort();
+    const proxy = await startProxy(
+      {
+        room: { from: [{ path: '/rooms/:room' }] },
+        backends: backendsConfig(backends),
+        admin: { port: adminPort },
+        health: { interval: '200ms', timeout: '200ms', fall: 2, rise: 1 },
+      },
+      ['--workers', '2'],
+    );
+    const admin = `http://127.0.0.1:${adminPort}`;
+    await waitUntil(() => /with 2 workers/.test(proxy.output()));
+    const rings = async () => {
+      const s = JSON.parse((await request(`${admin}/status`)).body) as ClusterStatus & {
+        backends: { id: string; inRing: boolean }[];
+      };
+      return {
+        fingerprints: new Set(s.workers.map((w) => w.fingerprint)),
+        size: s.ring.size,
+        workers: s.workers.length,
+      };
+    };
+    await waitUntil(async () => {
+      const r = await rings();
+      return r.workers === 2 && r.size === 3 && r.fingerprints.size === 1;
+    }, 5000);
+    const full = [...(await rings()).fingerprints][0];
+    await request(`${backends[1]?.url}/set-health?status=500`);
+    await waitUntil(async () => {
+      const r = await rings();
+      return r.fingerprints.size === 1 && !r.fingerprints.has(full as string);
+    }, 3000);
+    // The primary decided once and logged it once; no worker checks on its own.
+    await waitUntil(() => /backend b2 is down/.test(proxy.output()));
+    expect(proxy.output().match(/backend b2 is down/g)).toHaveLength(1);
+    await request(`${backends[1]?.url}/set-health?status=200`);
+    await waitUntil(
+      async () => (await rings()).fingerprints.has(full as string) && (await rings()).fingerprints.size === 1,
+      3000,
+    );
+    expect(proxy.output().match(/backend b\d is up/g)).toHaveLength(4);
+  });
+});
