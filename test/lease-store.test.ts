@@ -89,3 +89,41 @@ for (const { name, make } of stores) {
     });
   });
 }
+
+describe('memory lease store', () => {
+  it('forgets lapsed leases on renewal, so rooms seen once do not pile up', async () => {
+    const store = new MemoryLeaseStore();
+    for (let i = 0; i < 100; i++) await store.claim(`once-${i}`, 'b1', 50);
+    await store.claim('live', 'b1', 50);
+    await new Promise((r) => setTimeout(r, 80));
+    await store.renew(new Map([['live', 'b1']]), 1000);
+    expect(store.size).toBe(1);
+    await store.renew(new Map(), 1000);
+    expect(store.size).toBe(1);
+  });
+});
+
+describe('Placer with memory leases', () => {
+  it('lets the leases of rooms without live connections lapse even when no room is live', async () => {
+    const { Placer } = await import('../src/affinity/placement.js');
+    const { Pool } = await import('../src/pool/pool.js');
+    const pool = new Pool({ coolOff: 1000, maxCoolOff: 1000 });
+    pool.applySnapshot({
+      epoch: 1,
+      backends: [{ id: 'b1', url: 'http://127.0.0.1:1', weight: 1, state: 'active' }],
+    });
+    const store = new MemoryLeaseStore();
+    const placer = new Placer(
+      pool,
+      store,
+      { affinity: true, leaseTtl: 50 },
+      { roomsOf: () => 0, totalRooms: () => 0 },
+    );
+    for (let i = 0; i < 20; i++) expect((await placer.place(`http-only-${i}`))?.backend.id).toBe('b1');
+    expect(store.size).toBe(20);
+    await new Promise((r) => setTimeout(r, 80));
+    await placer.renew(new Map());
+    expect(store.size).toBe(0);
+    expect(placer.cachedRooms).toBe(0);
+  });
+});

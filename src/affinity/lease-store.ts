@@ -32,6 +32,11 @@ export interface LeaseStore {
 export class MemoryLeaseStore implements LeaseStore {
   private readonly leases = new Map<string, { backendId: string; expiresAt: number }>();
 
+  /** Leases held, lapsed ones included until the next renewal sweeps them. */
+  get size(): number {
+    return this.leases.size;
+  }
+
   private live(room: string): { backendId: string; expiresAt: number } | undefined {
     const lease = this.leases.get(room);
     if (lease !== undefined && lease.expiresAt <= Date.now()) {

@@ -101,7 +101,10 @@ export class Placer {
 
   /** Extends the leases of rooms with live connections here; call every leaseTtl / 3. */
   async renew(live: ReadonlyMap<string, string>): Promise<void> {
-    if (!this.affinity || live.size === 0) return;
+    // Runs with no live room too: lapsed leases (rooms that only saw HTTP) leave the cache and the
+    // memory store here, so neither grows with every room ever seen.
+    this.sweep();
+    if (!this.affinity) return;
     const ttl = this.options.leaseTtl;
     const moved = new Set(await (this.store as LeaseStore).renew(live, ttl));
     const validUntil = Date.now() + ttl * CACHE_MARGIN;

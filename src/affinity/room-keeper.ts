@@ -73,7 +73,6 @@ export class RoomKeeper {
 
   /** Renews leases of rooms with live connections here (batched). */
   async renew(): Promise<void> {
-    this.placer.sweep();
     try {
       await this.placer.renew(this.tracker.liveRooms());
     } catch (error) {
