@@ -105,7 +105,7 @@ describe('health checks without Redis', () => {
     expect(res.status).toBe(200);
     expect(res.headers['x-served-by']).not.toBe('b1');
     // The passive failure triggers an immediate probe, long before the 5 s interval.
-    await waitUntil(() => /backend b1 is down: ECONNREFUSED/.test(proxy.output()), 2000);
+    await waitUntil(() => /backend b1 is down: ECONNREFUSED/.test(proxy.output()), 4000);
     const after = await owners(proxy);
     for (const room of rooms) if (before.get(room) !== 'b1') expect(after.get(room)).toBe(before.get(room));
   });
