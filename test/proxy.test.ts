@@ -191,7 +191,9 @@ describe('backend connections', () => {
         if (seen.startsWith('HEAD')) {
           socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Served-By: raw\r\n\r\n');
           seen = '';
-        } else if (seen.startsWith('POST') && seen.endsWith('body')) {
+        } else if (seen.startsWith('POST') && seen.includes('body')) {
+          // The client sent Expect: 100-continue, so its body arrives chunked ('4\r\nbody\r\n...').
+          expect(seen).toMatch(/transfer-encoding: chunked/i);
           socket.end(
             'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Served-By: raw\r\n\r\nuntil the close',
           );

@@ -210,9 +210,13 @@ class Attempt implements ResponseSink {
   private readonly sendChunk = (chunk: Buffer): void => {
     if (chunk.length === 0) return;
     const socket = this.socket as Socket;
+    // Corked, the size line, the data and the CRLF leave in one writev.
+    socket.cork();
     socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
     socket.write(chunk);
-    if (!socket.write('\r\n', 'latin1')) this.exchange.req.pause();
+    const more = socket.write('\r\n', 'latin1');
+    socket.uncork();
+    if (!more) this.exchange.req.pause();
   };
 
   private readonly resumeRequest = (): void => {
