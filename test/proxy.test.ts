@@ -185,9 +185,10 @@ describe('backend connections', () => {
   it('answers HEAD without a body, passes 100-continue, and reads a body that ends with the connection', async () => {
     const raw = createServer((socket) => {
       let seen = '';
+      socket.on('error', () => socket.destroy());
       socket.on('data', (d) => {
         seen += d.toString('latin1');
-        if (!seen.includes('\r\n\r\n')) return;
+        if (!seen.includes('\r\n\r\n') || !socket.writable) return;
         if (seen.startsWith('HEAD')) {
           socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\nX-Served-By: raw\r\n\r\n');
           seen = '';
