@@ -25,6 +25,7 @@ import { summarize } from './cpuprofile-summary.js';
 import { makePeer } from './lib/peers.js';
 import { freePort, installCleanup, start, stopAll, treeCpu } from './lib/procs.js';
 import { wrk } from './lib/wrk.js';
+import { startClient } from './lib/ws-client.js';
 
 const BENCH = fileURLToPath(new URL('./', import.meta.url));
 const seconds = Number(process.env.PROFILE_SECONDS ?? 10);
@@ -64,30 +65,6 @@ function perfReport(data) {
     'perf: JavaScript functions by inclusive time (callees included, kernel too):',
     rows(report(['--children', '--sort', 'sym']), 40, (l) => l.includes('JS:')),
   ].join('\n');
-}
-
-async function startClient() {
-  const child = spawn(process.execPath, [join(BENCH, 'clients/ws-client.js')], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    detached: true,
-  });
-  await new Promise((resolve) => child.once('message', resolve));
-  const cmd = (message) =>
-    new Promise((resolve, reject) => {
-      child.once('message', (reply) => (reply.ok ? resolve(reply) : reject(new Error(reply.error))));
-      child.send(message);
-    });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  const stop = () => {
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-    return exited;
-  };
-  process.on('exit', stop);
-  return { cmd, stop };
 }
 
 async function main() {

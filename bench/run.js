@@ -8,7 +8,7 @@
 // BENCH_ECHO_ROOMS (200), BENCH_ECHO_RATE (2000 msg/s), BENCH_UPGRADE_CONCURRENCY (16),
 // BENCH_WINDOW (16), BENCH_MSG_BYTES (64), BENCH_PEERS (comma list), BENCH_PEER_THREADS (1),
 // BENCH_NO_BUILD (1: use dist/ as it is), BENCH_RESULTS (output dir).
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import {
   cpSync,
   existsSync,
@@ -38,6 +38,7 @@ import {
 import { absoluteTable, LABELS, ratioTable, ringTables, targets, targetTable } from './lib/report.js';
 import { ringBench } from './lib/ring-bench.js';
 import { wrk, wrkVersion } from './lib/wrk.js';
+import { startClient } from './lib/ws-client.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BENCH = fileURLToPath(new URL('./', import.meta.url));
@@ -101,46 +102,6 @@ async function prepare(notes) {
       log(`build failed, measuring the existing dist/:\n${tsc.stdout.slice(0, 2000)}`);
     }
   }
-}
-
-/** The forked WebSocket client, driven by request/response over IPC. */
-async function startClient() {
-  const child = spawn(process.execPath, [join(BENCH, 'clients/ws-client.js')], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    detached: true,
-  });
-  await new Promise((resolve, reject) => {
-    child.once('message', (m) => (m.ready ? resolve() : reject(new Error('client not ready'))));
-    child.once('exit', (code) => reject(new Error(`ws client exited ${code}`)));
-  });
-  let queue = Promise.resolve();
-  const cmd = (message, timeoutMs = 120000) => {
-    const next = queue.then(
-      () =>
-        new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error(`ws client: ${message.cmd} timed out`)), timeoutMs);
-          child.once('message', (reply) => {
-            clearTimeout(timer);
-            if (reply.ok) resolve(reply);
-            else reject(new Error(`ws client: ${message.cmd}: ${reply.error}`));
-          });
-          child.send(message);
-        }),
-    );
-    queue = next.catch(() => {});
-    return next;
-  };
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  const stop = () => {
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-    return exited;
-  };
-  process.on('exit', stop);
-  return { cmd, stop };
 }
 
 const urlOf = (peer) => `http://127.0.0.1:${peer.port}/api/state`;
