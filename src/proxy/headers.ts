@@ -2,8 +2,14 @@
 // named in Connection; X-Forwarded-For/-Proto/-Host are appended. Works on flat rawHeaders arrays
 // so names keep their case and no header object is built per request.
 
-import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+
+/** The parts of a request its forwarded headers come from (a ClientRequest or an IncomingMessage). */
+export interface ForwardedRequest {
+  readonly rawHeaders: readonly string[];
+  readonly socket: Socket;
+}
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
@@ -41,7 +47,7 @@ function isProxyField(lower: string): boolean {
  * The headers to send to a backend for `req`. With `upgrade`, Connection and Upgrade are kept
  * (as `Connection: Upgrade`) since they carry the WebSocket handshake itself.
  */
-export function requestHeadersFor(req: IncomingMessage, upgrade: boolean): string[] {
+export function requestHeadersFor(req: ForwardedRequest, upgrade: boolean): string[] {
   const raw = req.rawHeaders;
   const listed = connectionListed(raw);
   const out: string[] = [];
@@ -90,7 +96,7 @@ export function responseHeadersFor(raw: readonly string[]): string[] {
 }
 
 /** `http` or `https`, for WebSocket upgrades too, as nginx's `$scheme` gives it. */
-function protocolOf(req: IncomingMessage): string {
+function protocolOf(req: ForwardedRequest): string {
   return (req.socket as TLSSocket).encrypted === true ? 'https' : 'http';
 }
 

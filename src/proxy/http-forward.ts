@@ -4,14 +4,13 @@
 // The request body is sent only once the backend connection is open, so a refused connection can
 // be retried on the ring successor without losing a byte.
 
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
+import type { ClientExchange, ClientRequest } from './client-exchange.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
 import type { ProxyObserver } from './observer.js';
-import { replyError } from './reply.js';
 import {
   type ResponseFormatError,
   type ResponseHead,
@@ -34,20 +33,14 @@ export interface ForwardOptions {
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-function hasNoBody(req: IncomingMessage): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] === undefined && (length === undefined || length === '0');
-}
-
 /** Idempotent and without a body: safe to send again after the backend dropped it. */
-function isRetriable(req: IncomingMessage): boolean {
-  return IDEMPOTENT.has(req.method ?? '') && hasNoBody(req);
+function isRetriable(req: ClientRequest): boolean {
+  return IDEMPOTENT.has(req.method) && !req.hasBody;
 }
 
 /** One client request on its way through one or more attempts. */
 interface Exchange {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  readonly client: ClientExchange;
   readonly room: string | null;
   readonly headers: string[];
   /** Backends this request was sent to, so a failover never returns to one. */
@@ -73,9 +66,9 @@ export class HttpForwarder {
     this.upstream.setKeepAlive(options.timeouts.keepAlive);
   }
 
-  forward(req: IncomingMessage, res: ServerResponse, room: string | null, backend: Backend): void {
-    const headers = requestHeadersFor(req, false);
-    this.attempt({ req, res, room, headers, tried: new Set(), resent: false }, backend);
+  forward(client: ClientExchange, room: string | null, backend: Backend): void {
+    const headers = requestHeadersFor(client.request, false);
+    this.attempt({ client, room, headers, tried: new Set(), resent: false }, backend);
   }
 
   /** @internal Starts one attempt of an exchange on `backend`. */
@@ -104,14 +97,14 @@ export class HttpForwarder {
     reusedSocket: boolean,
   ): void {
     // A pooled socket the backend closed as we reused it: nothing was processed, try once more.
-    if (reusedSocket && code === 'ECONNRESET' && isRetriable(exchange.req) && !exchange.resent) {
+    if (reusedSocket && code === 'ECONNRESET' && isRetriable(exchange.client.request) && !exchange.resent) {
       exchange.resent = true;
       this.attempt(exchange, backend);
       return;
     }
     // A backend dying as we connect may accept and then reset: for an idempotent request without a
     // body nothing is lost by sending it on (RFC 9110 section 9.2.2), so it fails over like a refusal.
-    const resetBeforeAnswer = code === 'ECONNRESET' && !reusedSocket && isRetriable(exchange.req);
+    const resetBeforeAnswer = code === 'ECONNRESET' && !reusedSocket && isRetriable(exchange.client.request);
     if ((!connected && CONNECT_ERRORS.has(code)) || resetBeforeAnswer) {
       this.pool.reportFailure(backend);
       const next =
@@ -125,7 +118,7 @@ export class HttpForwarder {
     }
     const error = errorCodeOf(code);
     this.observer?.error(error);
-    replyError(exchange.res, error);
+    exchange.client.replyError(error);
   }
 
   close(): void {
@@ -157,7 +150,7 @@ class Attempt implements ResponseSink {
     private readonly backend: Backend,
     private readonly timeouts: ForwardTimeouts,
   ) {
-    this.reader = new ResponseReader(this, exchange.req.method === 'HEAD');
+    this.reader = new ResponseReader(this, exchange.client.request.method === 'HEAD');
   }
 
   start(): void {
@@ -170,7 +163,7 @@ class Attempt implements ResponseSink {
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
     socket.on('timeout', this.onTimeout);
-    this.exchange.res.once('close', this.onClientClose);
+    this.exchange.client.onAbort = this.onClientClose;
     if (this.reused) {
       this.onConnected();
       return;
@@ -184,27 +177,26 @@ class Attempt implements ResponseSink {
   private readonly onConnected = (): void => {
     clearTimeout(this.connectTimer);
     const socket = this.socket as Socket;
-    const { req } = this.exchange;
+    const { client } = this.exchange;
+    const req = client.request;
     this.connected = true;
     socket.setTimeout(this.timeouts.response);
-    const chunked = req.headers['transfer-encoding'] !== undefined;
+    const chunked = req.chunked;
     let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
     const headers = this.exchange.headers;
     for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
     if (chunked) head += 'Transfer-Encoding: chunked\r\n';
     socket.write(Buffer.from(`${head}Connection: keep-alive\r\n\r\n`, 'latin1'));
-    if (hasNoBody(req)) {
+    if (!req.hasBody) {
       this.requestSent = true;
       return;
     }
-    req.on('data', chunked ? this.sendChunk : this.sendBytes);
-    req.once('end', this.bodyEnded);
     socket.on('drain', this.resumeRequest);
-    req.resume();
+    client.readBody(chunked ? this.sendChunk : this.sendBytes, this.bodyEnded);
   };
 
   private readonly sendBytes = (chunk: Buffer): void => {
-    if (!(this.socket as Socket).write(chunk)) this.exchange.req.pause();
+    if (!(this.socket as Socket).write(chunk)) this.exchange.client.pauseBody();
   };
 
   private readonly sendChunk = (chunk: Buffer): void => {
@@ -216,26 +208,30 @@ class Attempt implements ResponseSink {
     socket.write(chunk);
     const more = socket.write('\r\n', 'latin1');
     socket.uncork();
-    if (!more) this.exchange.req.pause();
+    if (!more) this.exchange.client.pauseBody();
   };
 
   private readonly resumeRequest = (): void => {
-    this.exchange.req.resume();
+    this.exchange.client.resumeBody();
   };
 
   private readonly bodyEnded = (): void => {
-    if (this.exchange.req.headers['transfer-encoding'] !== undefined)
-      this.socket?.write('0\r\n\r\n', 'latin1');
+    if (this.exchange.client.request.chunked) this.socket?.write('0\r\n\r\n', 'latin1');
     this.requestSent = true;
     if (this.reader.done) this.release();
   };
 
   private readonly onData = (chunk: Buffer): void => {
     this.bytesRead = true;
+    // Corked, the response head and the body bytes of this chunk leave in one writev.
+    const out = this.exchange.client.socket;
+    out.cork();
     try {
       this.reader.push(chunk);
     } catch (error) {
       this.fail((error as ResponseFormatError).code);
+    } finally {
+      out.uncork();
     }
   };
 
@@ -245,14 +241,19 @@ class Attempt implements ResponseSink {
     this.forwarder.answered(this.backend, head.status);
     // From here only silence counts, so a long stream that keeps moving is never cut.
     this.socket?.setTimeout(this.timeouts.idle);
-    this.exchange.res.writeHead(head.status, head.statusText, responseHeadersFor(head.rawHeaders));
+    this.exchange.client.writeHead(
+      head.status,
+      head.statusText,
+      responseHeadersFor(head.rawHeaders),
+      head.framing,
+    );
   }
 
   body(chunk: Buffer): void {
-    const { res } = this.exchange;
-    if (!res.write(chunk)) {
+    const { client } = this.exchange;
+    if (!client.write(chunk)) {
       this.socket?.pause();
-      res.once('drain', this.resumeResponse);
+      client.socket.once('drain', this.resumeResponse);
     }
   }
 
@@ -261,8 +262,9 @@ class Attempt implements ResponseSink {
   };
 
   end(): void {
-    this.exchange.res.end();
+    // The connection goes back to the pool first: a pipelined request next in line may take it.
     if (this.requestSent || this.reader.endsAtClose) this.release();
+    this.exchange.client.end();
   }
 
   /** Both messages are complete: the connection goes back to the pool, or is closed. */
@@ -278,12 +280,10 @@ class Attempt implements ResponseSink {
   private detach(): void {
     clearTimeout(this.connectTimer);
     const socket = this.socket;
-    const { req, res } = this.exchange;
-    res.off('close', this.onClientClose);
-    res.off('drain', this.resumeResponse);
-    req.off('data', this.sendBytes);
-    req.off('data', this.sendChunk);
-    req.off('end', this.bodyEnded);
+    const { client } = this.exchange;
+    if (client.onAbort === this.onClientClose) client.onAbort = undefined;
+    client.socket.off('drain', this.resumeResponse);
+    client.stopBody();
     if (socket === undefined) return;
     socket.off('data', this.onData);
     socket.off('error', this.onError);
@@ -312,7 +312,7 @@ class Attempt implements ResponseSink {
   };
 
   private readonly onClientClose = (): void => {
-    if (this.settled || this.exchange.res.writableFinished) return;
+    if (this.settled) return;
     // The client went away: drop the backend exchange too, so no pooled socket is left half-used.
     this.settled = true;
     this.detach();
@@ -325,9 +325,9 @@ class Attempt implements ResponseSink {
     this.settled = true;
     this.detach();
     this.socket?.destroy();
-    const { res } = this.exchange;
-    if (this.responded || res.destroyed) {
-      res.destroy();
+    const { client } = this.exchange;
+    if (this.responded || client.done) {
+      client.abandon();
       return;
     }
     // A pooled connection that failed before answering anything: treated as a stale keep-alive.

@@ -2,25 +2,34 @@
 // request to the HTTP or WebSocket forwarder. Closes gracefully: in-flight HTTP finishes, every
 // tunnel gets a close frame.
 
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
+import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Placer } from '../affinity/placement.js';
 import type { Config } from '../config/schema.js';
 import { type ErrorCode, RoomringError } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
-import { compileRoomKey, type RoomKeyFn } from '../room/room-key.js';
+import { compileRoomKey, type RoomKeyFn, type RoomSource } from '../room/room-key.js';
+import { ClientConnection, type ConnectionHandler } from './client-connection.js';
+import type { ClientExchange, ClientRequest } from './client-exchange.js';
 import { ConnectionTracker } from './connections.js';
 import { type ForwardOptions, HttpForwarder } from './http-forward.js';
 import type { ProxyObserver } from './observer.js';
-import { endThenDestroy, replyError, replyErrorOnSocket } from './reply.js';
+import { replyErrorOnSocket } from './reply.js';
 import { WebSocketForwarder } from './ws-forward.js';
 import { CLOSE_GOING_AWAY, closeTunnel } from './ws-frames.js';
 
 type Target = { backend: Backend; room: string | null } | { error: ErrorCode };
 
-export class ProxyServer {
-  readonly server: http.Server;
+/** How often idle keep-alive connections and slow request heads are looked for. */
+const SWEEP_MS = 1000;
+/** A request head must be complete within this time (node:http's headersTimeout). */
+const HEADERS_TIMEOUT_MS = 60_000;
+/** How long a client connection may sit idle between requests. */
+const CLIENT_KEEP_ALIVE_MS = 5000;
+
+export class ProxyServer implements ConnectionHandler {
+  readonly server: net.Server;
+  private readonly connections = new Set<ClientConnection>();
+  private readonly sweeper: NodeJS.Timeout;
   private readonly http: HttpForwarder;
   private readonly ws: WebSocketForwarder;
   private roomKeyFrom: RoomKeyFn;
@@ -40,17 +49,20 @@ export class ProxyServer {
     const options = forwardOptions(config);
     this.http = new HttpForwarder(pool, options, observer);
     this.ws = new WebSocketForwarder(pool, this.tracker, options, observer);
-    // requestTimeout 0: long uploads and streams are bounded by `timeouts.idle`, not a total.
-    this.server = http.createServer({ requestTimeout: 0, keepAliveTimeout: 5000 });
-    this.server.on('request', (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
-      this.onUpgrade(req, socket, head),
-    );
-    this.server.on('clientError', (_error: Error, socket: Duplex) => {
-      if (socket.writable)
-        endThenDestroy(socket, 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-      else socket.destroy();
+    // Clients are served on plain TCP with llhttp (ClientConnection); allowHalfOpen lets a client
+    // that sent its request and FIN still get its answer. There is no total request time: long
+    // uploads and streams are bounded by `timeouts.idle` on the backend side.
+    this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
+      this.connections.add(new ClientConnection(socket, this));
     });
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+    this.sweeper.unref();
+  }
+
+  private sweep(): void {
+    const keepAliveTicks = CLIENT_KEEP_ALIVE_MS / SWEEP_MS;
+    const headTicks = HEADERS_TIMEOUT_MS / SWEEP_MS;
+    for (const connection of this.connections) connection.tick(keepAliveTicks, headTicks);
   }
 
   /** Applies room rules and timeouts from a reloaded config; open connections are kept. */
@@ -80,7 +92,7 @@ export class ProxyServer {
    * Where a request goes: synchronously when the answer is known (a cached lease, or the ring),
    * else a promise that asks the lease store once for the room's first connection here.
    */
-  target(req: IncomingMessage): Target | Promise<Target> {
+  target(req: RoomSource): Target | Promise<Target> {
     let room: string | null;
     try {
       room = this.roomKeyFrom(req);
@@ -110,25 +122,27 @@ export class ProxyServer {
     );
   }
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+  /** @internal ConnectionHandler: a request's turn has come. */
+  request(exchange: ClientExchange): void {
     if (this.closing) {
-      res.shouldKeepAlive = false;
-      replyError(res, 'ROOMRING_E_SHUTTING_DOWN');
+      exchange.replyError('ROOMRING_E_SHUTTING_DOWN');
       return;
     }
-    const target = this.target(req);
-    if (target instanceof Promise) target.then((t) => this.sendRequest(req, res, t));
-    else this.sendRequest(req, res, target);
+    const target = this.target(exchange.request);
+    if (target instanceof Promise) target.then((t) => this.sendRequest(exchange, t));
+    else this.sendRequest(exchange, target);
   }
 
-  private sendRequest(req: IncomingMessage, res: ServerResponse, target: Target): void {
+  private sendRequest(exchange: ClientExchange, target: Target): void {
+    if (exchange.done) return;
     if ('error' in target) {
       this.observer?.error(target.error);
-      replyError(res, target.error);
-    } else if (!res.destroyed) this.http.forward(req, res, target.room, target.backend);
+      exchange.replyError(target.error);
+    } else this.http.forward(exchange, target.room, target.backend);
   }
 
-  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  /** @internal ConnectionHandler: an upgrade request owns its socket from here. */
+  upgrade(req: ClientRequest, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     if (this.closing) {
       replyErrorOnSocket(socket, 'ROOMRING_E_SHUTTING_DOWN');
@@ -139,11 +153,16 @@ export class ProxyServer {
     else this.sendUpgrade(req, socket, head, target);
   }
 
-  private sendUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, target: Target): void {
+  private sendUpgrade(req: ClientRequest, socket: Socket, head: Buffer, target: Target): void {
     if ('error' in target) {
       this.observer?.error(target.error);
       replyErrorOnSocket(socket, target.error);
     } else if (!socket.destroyed) this.ws.forward(req, socket, head, target.room, target.backend);
+  }
+
+  /** @internal ConnectionHandler */
+  closed(connection: ClientConnection): void {
+    this.connections.delete(connection);
   }
 
   /**
@@ -154,8 +173,9 @@ export class ProxyServer {
   async close(timeoutMs: number): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    clearInterval(this.sweeper);
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+    for (const connection of this.connections) connection.shutdown();
     for (const tunnel of this.tracker.all()) closeTunnel(tunnel, CLOSE_GOING_AWAY);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => {
@@ -164,7 +184,7 @@ export class ProxyServer {
     });
     await Promise.race([closed, timeout]);
     clearTimeout(timer);
-    this.server.closeAllConnections();
+    for (const connection of this.connections) connection.destroy();
     for (const tunnel of this.tracker.all()) {
       tunnel.client.destroy();
       tunnel.upstream.destroy();

@@ -9,7 +9,11 @@ export interface ResponseHead {
   rawHeaders: string[];
   /** Whether the connection may carry another request after this response. */
   keepAlive: boolean;
+  /** How the body is delimited: none (HEAD, 204, 304), Content-Length, chunked, or the close. */
+  framing: BodyFraming;
 }
+
+export type BodyFraming = 'none' | 'length' | 'chunked' | 'close';
 
 export interface ResponseSink {
   head(head: ResponseHead): void;
@@ -192,7 +196,14 @@ export class ResponseReader {
       close = true;
     }
     this.keepAlive = !close;
-    this.sink.head({ status, statusText: statusLine[3] ?? '', rawHeaders, keepAlive: this.keepAlive });
+    const framing: BodyFraming = bodiless
+      ? 'none'
+      : chunked
+        ? 'chunked'
+        : length !== undefined
+          ? 'length'
+          : 'close';
+    this.sink.head({ status, statusText: statusLine[3] ?? '', rawHeaders, keepAlive: this.keepAlive, framing });
     if (this.state === 'done') this.sink.end();
     return rest;
   }

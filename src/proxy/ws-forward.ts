@@ -2,11 +2,11 @@
 // handshake, then pipes bytes both ways. After the upgrade the proxy does no per-message work.
 // The backend's answer (101, or a 404 with a body) reaches the client as the backend wrote it.
 
-import type { IncomingMessage } from 'node:http';
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Backend, Pool } from '../pool/pool.js';
+import type { ClientRequest } from './client-exchange.js';
 import type { ConnectionTracker } from './connections.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHead, requestHeadersFor } from './headers.js';
@@ -29,8 +29,8 @@ export class WebSocketForwarder {
     this.options = options;
   }
 
-  forward(req: IncomingMessage, client: Duplex, head: Buffer, room: string | null, backend: Backend): void {
-    const handshake = requestHead(req.method ?? 'GET', req.url ?? '/', requestHeadersFor(req, true));
+  forward(req: ClientRequest, client: Duplex, head: Buffer, room: string | null, backend: Backend): void {
+    const handshake = requestHead(req.method, req.url, requestHeadersFor(req, true));
     const tried = new Set<string>();
     let pending: Socket | undefined;
     // Until the tunnel is open, a client that goes away only needs the pending connection closed.

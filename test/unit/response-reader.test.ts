@@ -43,6 +43,7 @@ describe('ResponseReader', () => {
         statusText: 'OK',
         rawHeaders: ['Content-Length', '5', 'X-A', '1'],
         keepAlive: true,
+        framing: 'length',
       });
       expect(r.body).toBe('hello');
       expect(r.ended).toBe(true);
@@ -56,6 +57,7 @@ describe('ResponseReader', () => {
       expect(r.body).toBe('hello world');
       expect(r.ended).toBe(true);
       expect(r.head?.keepAlive).toBe(true);
+      expect(r.head?.framing).toBe('chunked');
     });
 
     it(`skips interim 1xx responses${how}`, () => {

@@ -1,0 +1,254 @@
+// One client TCP connection on the proxy's listener: bytes go through llhttp (RequestParser), each
+// request becomes a ClientExchange, and exchanges are answered one at a time in arrival order
+// (pipelined requests wait, with reading paused). An upgrade hands the socket over whole.
+
+import type { Socket } from 'node:net';
+import type { ErrorCode } from '../errors.js';
+import { ClientExchange, ClientRequest, type ExchangeOwner } from './client-exchange.js';
+import { endThenDestroy, replyErrorOnSocket } from './reply.js';
+import { type ParsedHead, type ParseError, RequestParser } from './request-parser.js';
+
+export interface ConnectionHandler {
+  /** A request's turn has come: answer it through the exchange. */
+  request(exchange: ClientExchange): void;
+  /** An upgrade request: from here the socket belongs to the handler; `head` is what followed it. */
+  upgrade(request: ClientRequest, socket: Socket, head: Buffer): void;
+  /** The connection is closed and forgotten. */
+  closed(connection: ClientConnection): void;
+}
+
+export class ClientConnection implements ExchangeOwner {
+  private readonly parser: RequestParser;
+  /** The exchange being answered. */
+  private current: ClientExchange | undefined;
+  /** Pipelined exchanges waiting for their turn. */
+  private readonly waiting: ClientExchange[] = [];
+  /** The exchange whose request is being parsed. */
+  private reading: ClientExchange | undefined;
+  /** An upgrade request, with the bytes after its head, once llhttp stopped at it. */
+  private upgradeHead: Buffer | undefined;
+  private upgradeExchange: ClientExchange | undefined;
+  private clientEnded = false;
+  private gone = false;
+  private paused = false;
+  private shuttingDown = false;
+  /** Sweep ticks (see ProxyServer) since the connection became idle or a head began. */
+  idleTicks = 0;
+  headTicks = -1;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly handler: ConnectionHandler,
+  ) {
+    this.parser = new RequestParser({
+      begin: this.onBegin,
+      head: this.onHead,
+      body: this.onBody,
+      end: this.onEnd,
+    });
+    socket.on('data', this.onData);
+    socket.on('end', this.onClientEnd);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+  }
+
+  get closing(): boolean {
+    return this.shuttingDown || this.clientEnded;
+  }
+
+  /** No request is in flight or being read. */
+  get idle(): boolean {
+    return this.current === undefined && this.reading === undefined && !this.gone;
+  }
+
+  /** Graceful close: idle now, else after the current response. */
+  shutdown(): void {
+    this.shuttingDown = true;
+    if (this.idle) this.socket.destroy();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  /**
+   * One sweep tick (the listener runs one a second, rather than a timer per request): closes a
+   * connection idle for more than `keepAliveTicks`, and answers 408 to a head that took more
+   * than `headTicksLimit`.
+   */
+  tick(keepAliveTicks: number, headTicksLimit: number): void {
+    if (this.gone) return;
+    if (this.headTicks >= 0) {
+      if (++this.headTicks > headTicksLimit) this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
+      return;
+    }
+    if (this.idle && this.waiting.length === 0 && ++this.idleTicks > keepAliveTicks) this.socket.destroy();
+  }
+
+  // Parser events (inside execute()): they only record, the exchanges start after execute returns.
+
+  private readonly onBegin = (): void => {
+    this.headTicks = 0;
+  };
+
+  private readonly onHead = (head: ParsedHead): boolean => {
+    this.headTicks = -1;
+    const exchange = new ClientExchange(new ClientRequest(head, this.socket), this);
+    if (head.upgrade || head.method === 'PRI') {
+      // llhttp stops after this head: what follows belongs to the upgraded protocol.
+      this.upgradeExchange = exchange;
+      return true;
+    }
+    this.reading = exchange;
+    this.waiting.push(exchange);
+    return false;
+  };
+
+  private readonly onBody = (chunk: Buffer): void => {
+    this.reading?.pushBody(chunk);
+  };
+
+  private readonly onEnd = (): void => {
+    const exchange = this.reading;
+    this.reading = undefined;
+    exchange?.endBody();
+  };
+
+  // Socket events.
+
+  private readonly onData = (data: Buffer): void => {
+    const result = this.parser.execute(data);
+    if (typeof result !== 'number') {
+      this.parseError(result);
+      return;
+    }
+    if (this.upgradeExchange !== undefined && this.upgradeHead === undefined) {
+      this.upgradeHead = data.subarray(result);
+      this.socket.off('data', this.onData);
+      this.socket.pause();
+    }
+    this.next();
+    this.updateFlow();
+  };
+
+  /**
+   * The client closed its side. Idle, the connection ends; with a request in flight it is taken
+   * as gone, as node:http and nginx take it, so a vanished client frees its backend exchange.
+   */
+  private readonly onClientEnd = (): void => {
+    this.clientEnded = true;
+    if (this.upgradeExchange !== undefined) return;
+    if (this.idle && this.waiting.length === 0 && this.parser.finish() === undefined) this.socket.end();
+    else this.socket.destroy();
+  };
+
+  private readonly onError = (): void => {
+    this.socket.destroy();
+  };
+
+  private readonly onClose = (): void => {
+    if (this.gone) return;
+    this.gone = true;
+    this.parser.close();
+    const current = this.current;
+    this.current = undefined;
+    current?.abort();
+    for (const exchange of this.waiting.splice(0)) exchange.abort();
+    this.reading = undefined;
+    this.handler.closed(this);
+  };
+
+  /** llhttp refused the bytes: a coded 4xx if no response has begun, then the connection closes. */
+  private parseError(error: ParseError): void {
+    this.failRequest(error.code === 'HPE_HEADER_OVERFLOW' ? 'ROOMRING_E_HEADERS_TOO_LARGE' : 'ROOMRING_E_BAD_REQUEST');
+  }
+
+  private failRequest(code: ErrorCode): void {
+    this.headTicks = -1;
+    const current = this.current;
+    this.current = undefined;
+    for (const exchange of this.waiting.splice(0)) exchange.abort();
+    this.reading = undefined;
+    if (current !== undefined && current.headersSent) {
+      current.abort();
+      this.socket.destroy();
+      return;
+    }
+    current?.abort();
+    this.socket.off('data', this.onData);
+    replyErrorOnSocket(this.socket, code);
+  }
+
+  /** Starts the next exchange if none is being answered. */
+  private next(): void {
+    while (this.current === undefined && !this.gone) {
+      const exchange = this.waiting.shift();
+      if (exchange === undefined) break;
+      if (exchange.done) continue;
+      this.current = exchange;
+      this.handler.request(exchange);
+    }
+    if (this.current === undefined && this.upgradeExchange !== undefined && this.upgradeHead !== undefined) {
+      this.handOver(this.upgradeExchange, this.upgradeHead);
+    }
+  }
+
+  /** The socket leaves this connection for the upgrade handler. */
+  private handOver(exchange: ClientExchange, head: Buffer): void {
+    this.gone = true;
+    this.upgradeExchange = undefined;
+    this.upgradeHead = undefined;
+    const { socket } = this;
+    socket.off('data', this.onData);
+    socket.off('end', this.onClientEnd);
+    socket.off('error', this.onError);
+    socket.off('close', this.onClose);
+    this.parser.close();
+    this.handler.closed(this);
+    if (exchange.request.method === 'CONNECT' || exchange.request.method === 'PRI') {
+      socket.on('error', () => socket.destroy());
+      replyErrorOnSocket(socket, 'ROOMRING_E_METHOD_NOT_ALLOWED');
+      return;
+    }
+    this.handler.upgrade(exchange.request, socket, head);
+  }
+
+  // ExchangeOwner.
+
+  /** Reads while nothing waits and the body being read is not backed up. */
+  updateFlow(): void {
+    if (this.gone) return;
+    const hold =
+      this.waiting.length > 0 ||
+      this.upgradeExchange !== undefined ||
+      (this.reading !== undefined && this.reading.backedUp);
+    if (hold === this.paused) return;
+    this.paused = hold;
+    if (hold) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  finished(exchange: ClientExchange): void {
+    if (exchange !== this.current) {
+      // Answered before its turn (an error reply to a waiting request cannot happen; kept safe).
+      return;
+    }
+    this.current = undefined;
+    if (exchange.closeAfter || this.clientEnded || this.shuttingDown) {
+      this.closeAfterWrites();
+      return;
+    }
+    this.idleTicks = 0;
+    this.next();
+    this.updateFlow();
+  }
+
+  /** Ends the connection once what was written is sent; a client that never closes is cut. */
+  private closeAfterWrites(): void {
+    if (this.gone) return;
+    this.socket.off('data', this.onData);
+    for (const exchange of this.waiting.splice(0)) exchange.abort();
+    this.reading = undefined;
+    if (!this.socket.destroyed) endThenDestroy(this.socket);
+  }
+}

@@ -1,0 +1,200 @@
+// The request parser facing clients: llhttp, through the binding node:http itself is built on, in
+// its strict mode (no lenient flags: conflicting Content-Length/Transfer-Encoding, obs-fold, bare
+// LF and bad chunk sizes are all errors). Driving it directly spares each request the
+// IncomingMessage and ServerResponse streams, which cost more CPU than the rest of the proxy.
+// This file is the only one that touches the binding.
+
+import { createRequire } from 'node:module';
+
+/** A request head as llhttp read it. */
+export interface ParsedHead {
+  method: string;
+  url: string;
+  /** Names and values alternating, as sent (values read as latin1, like node:http). */
+  rawHeaders: string[];
+  versionMajor: number;
+  versionMinor: number;
+  /** HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`. */
+  keepAlive: boolean;
+  /** `Connection: upgrade` with an Upgrade header, or CONNECT. */
+  upgrade: boolean;
+}
+
+export interface ParserEvents {
+  /** The first byte of a request arrived. */
+  begin(): void;
+  /** A request head is complete; return true to stop parsing after it (an upgrade). */
+  head(head: ParsedHead): boolean;
+  body(chunk: Buffer): void;
+  end(): void;
+}
+
+/** A request llhttp refused; `code` is llhttp's (HPE_HEADER_OVERFLOW, HPE_INVALID_METHOD…). */
+export interface ParseError extends Error {
+  code: string;
+  bytesParsed: number;
+}
+
+/** Node's binding class (lib/_http_common.js exports it); only what is used here. */
+interface NativeParser {
+  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
+  execute(data: Buffer): number | ParseError;
+  finish(): number | ParseError | undefined;
+  close(): void;
+  [callback: number]: unknown;
+}
+
+interface NativeParserClass {
+  new (): NativeParser;
+  REQUEST: number;
+  kOnMessageBegin: number;
+  kOnHeaders: number;
+  kOnHeadersComplete: number;
+  kOnBody: number;
+  kOnMessageComplete: number;
+  kOnExecute: number;
+  kLenientNone: number;
+}
+
+function loadBinding(): NativeParserClass {
+  const parser = (createRequire(import.meta.url)('_http_common') as { HTTPParser?: NativeParserClass })
+    .HTTPParser;
+  if (typeof parser !== 'function' || typeof parser.kOnHeadersComplete !== 'number') {
+    throw new Error(`node ${process.version} does not expose llhttp's HTTPParser: roomring needs Node 20 to 24`);
+  }
+  return parser;
+}
+
+const HTTPParser = loadBinding();
+
+/** llhttp's method numbers (llhttp.h, HTTP_ALL_METHOD_MAP). */
+const METHODS = [
+  'DELETE',
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'CONNECT',
+  'OPTIONS',
+  'TRACE',
+  'COPY',
+  'LOCK',
+  'MKCOL',
+  'MOVE',
+  'PROPFIND',
+  'PROPPATCH',
+  'SEARCH',
+  'UNLOCK',
+  'BIND',
+  'REBIND',
+  'UNBIND',
+  'ACL',
+  'REPORT',
+  'MKACTIVITY',
+  'CHECKOUT',
+  'MERGE',
+  'M-SEARCH',
+  'NOTIFY',
+  'SUBSCRIBE',
+  'UNSUBSCRIBE',
+  'PATCH',
+  'PURGE',
+  'MKCALENDAR',
+  'LINK',
+  'UNLINK',
+  'SOURCE',
+  'PRI',
+  'DESCRIBE',
+  'ANNOUNCE',
+  'SETUP',
+  'PLAY',
+  'PAUSE',
+  'TEARDOWN',
+  'GET_PARAMETER',
+  'SET_PARAMETER',
+  'REDIRECT',
+  'RECORD',
+  'FLUSH',
+  'QUERY',
+];
+
+/** Header pairs kept per request, as node:http keeps them (`maxHeadersCount` 2000). */
+const MAX_HEADER_PAIRS = 2000;
+
+/** Return value of on_headers_complete: no body follows, stop parsing (llhttp's upgrade pause). */
+const STOP_AFTER_HEAD = 2;
+
+export class RequestParser {
+  private readonly native = new HTTPParser();
+  /** Head pieces when llhttp delivers the head in more than one callback (long or fragmented heads). */
+  private partialHeaders: string[] = [];
+  private partialUrl = '';
+
+  constructor(events: ParserEvents) {
+    const native = this.native;
+    // `resource` is the async_hooks resource of the callbacks; maxHeaderSize 0 is Node's default
+    // (--max-http-header-size, 16 KiB).
+    native.initialize(HTTPParser.REQUEST, {}, 0, HTTPParser.kLenientNone);
+    native[HTTPParser.kOnMessageBegin] = () => events.begin();
+    native[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
+      if (this.partialHeaders.length < MAX_HEADER_PAIRS * 2) this.partialHeaders.push(...headers);
+      this.partialUrl += url;
+    };
+    native[HTTPParser.kOnHeadersComplete] = (
+      versionMajor: number,
+      versionMinor: number,
+      headers: string[] | undefined,
+      method: number,
+      url: string | undefined,
+      _status: unknown,
+      _statusText: unknown,
+      upgrade: boolean,
+      keepAlive: boolean,
+    ): number => {
+      let rawHeaders = headers;
+      if (rawHeaders === undefined) {
+        rawHeaders = this.partialHeaders;
+        this.partialHeaders = [];
+      }
+      if (rawHeaders.length > MAX_HEADER_PAIRS * 2) rawHeaders.length = MAX_HEADER_PAIRS * 2;
+      let target = url;
+      if (target === undefined) {
+        target = this.partialUrl;
+        this.partialUrl = '';
+      }
+      const stop = events.head({
+        method: METHODS[method] ?? 'UNKNOWN',
+        url: target,
+        rawHeaders,
+        versionMajor,
+        versionMinor,
+        keepAlive,
+        upgrade,
+      });
+      return stop ? STOP_AFTER_HEAD : 0;
+    };
+    native[HTTPParser.kOnBody] = (chunk: Buffer) => events.body(chunk);
+    native[HTTPParser.kOnMessageComplete] = () => {
+      // Trailer fields arrive through kOnHeaders; they are not forwarded.
+      this.partialHeaders = [];
+      this.partialUrl = '';
+      events.end();
+    };
+    native[HTTPParser.kOnExecute] = () => {};
+  }
+
+  /** Parses `data`: the bytes used (fewer than given after a stopping head), or the error. */
+  execute(data: Buffer): number | ParseError {
+    return this.native.execute(data);
+  }
+
+  /** The client closed its side: an error when it did so inside a request. */
+  finish(): ParseError | undefined {
+    const result = this.native.finish();
+    return typeof result === 'object' ? result : undefined;
+  }
+
+  close(): void {
+    this.native.close();
+  }
+}
