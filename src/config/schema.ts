@@ -193,6 +193,11 @@ export const configSchema = z
           .max(65535)
           .default(8080)
           .describe('Port the proxy listens on (0: any free)'),
+        headTimeout: duration(
+          '60s',
+          'Time a client has to send a whole request head, then 408 and the connection closes (0: no limit)',
+        ),
+        keepAlive: duration('5s', 'How long an idle keep-alive connection from a client is kept open'),
       })
       .prefault({})
       .describe('Where clients connect'),

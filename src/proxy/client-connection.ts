@@ -79,7 +79,7 @@ export class ClientConnection implements ExchangeOwner {
   tick(keepAliveTicks: number, headTicksLimit: number): void {
     if (this.gone) return;
     if (this.headTicks >= 0) {
-      if (++this.headTicks > headTicksLimit) this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
+      if (++this.headTicks > headTicksLimit && headTicksLimit > 0) this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
       return;
     }
     if (this.idle && this.waiting.length === 0 && ++this.idleTicks > keepAliveTicks) this.socket.destroy();

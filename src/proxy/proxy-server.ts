@@ -21,10 +21,6 @@ type Target = { backend: Backend; room: string | null } | { error: ErrorCode };
 
 /** How often idle keep-alive connections and slow request heads are looked for. */
 const SWEEP_MS = 1000;
-/** A request head must be complete within this time (node:http's headersTimeout). */
-const HEADERS_TIMEOUT_MS = 60_000;
-/** How long a client connection may sit idle between requests. */
-const CLIENT_KEEP_ALIVE_MS = 5000;
 
 export class ProxyServer implements ConnectionHandler {
   readonly server: net.Server;
@@ -34,6 +30,8 @@ export class ProxyServer implements ConnectionHandler {
   private readonly ws: WebSocketForwarder;
   private roomKeyFrom: RoomKeyFn;
   private onMissing: Config['room']['onMissing'];
+  private keepAliveTicks: number;
+  private headTicks: number;
   private closing = false;
 
   constructor(
@@ -46,6 +44,8 @@ export class ProxyServer implements ConnectionHandler {
   ) {
     this.roomKeyFrom = compileRoomKey(config.room.from);
     this.onMissing = config.room.onMissing;
+    this.keepAliveTicks = Math.ceil(config.listen.keepAlive / SWEEP_MS);
+    this.headTicks = Math.ceil(config.listen.headTimeout / SWEEP_MS);
     const options = forwardOptions(config);
     this.http = new HttpForwarder(pool, options, observer);
     this.ws = new WebSocketForwarder(pool, this.tracker, options, observer);
@@ -59,16 +59,17 @@ export class ProxyServer implements ConnectionHandler {
     this.sweeper.unref();
   }
 
+  /** Runs every SWEEP_MS, so client timeouts cost no timer per request (they are ±1 s). */
   private sweep(): void {
-    const keepAliveTicks = CLIENT_KEEP_ALIVE_MS / SWEEP_MS;
-    const headTicks = HEADERS_TIMEOUT_MS / SWEEP_MS;
-    for (const connection of this.connections) connection.tick(keepAliveTicks, headTicks);
+    for (const connection of this.connections) connection.tick(this.keepAliveTicks, this.headTicks);
   }
 
   /** Applies room rules and timeouts from a reloaded config; open connections are kept. */
   configure(config: Config): void {
     this.roomKeyFrom = compileRoomKey(config.room.from);
     this.onMissing = config.room.onMissing;
+    this.keepAliveTicks = Math.ceil(config.listen.keepAlive / SWEEP_MS);
+    this.headTicks = Math.ceil(config.listen.headTimeout / SWEEP_MS);
     const options = forwardOptions(config);
     this.http.setOptions(options);
     this.ws.setOptions(options);
