@@ -8,7 +8,10 @@ export const ERROR_CODES = {
   ROOMRING_E_BAD_REQUEST: { status: 400, message: 'The request is not valid HTTP/1.1.' },
   ROOMRING_E_HEADERS_TOO_LARGE: { status: 431, message: 'The request head is larger than 16 KiB.' },
   ROOMRING_E_REQUEST_TIMEOUT: { status: 408, message: 'The request head did not arrive in time.' },
-  ROOMRING_E_METHOD_NOT_ALLOWED: { status: 405, message: 'CONNECT and HTTP/2 prior knowledge are not proxied.' },
+  ROOMRING_E_METHOD_NOT_ALLOWED: {
+    status: 405,
+    message: 'CONNECT and HTTP/2 prior knowledge are not proxied.',
+  },
   ROOMRING_E_NO_BACKEND: { status: 503, message: 'No backend is available for this room.' },
   ROOMRING_E_BACKEND_UNREACHABLE: { status: 502, message: 'The backend for this room could not be reached.' },
   ROOMRING_E_BACKEND_TIMEOUT: { status: 504, message: 'The backend for this room did not answer in time.' },

@@ -45,8 +45,10 @@ export class ClientConnection implements ExchangeOwner {
       head: this.onHead,
       body: this.onBody,
       end: this.onEnd,
+      executed: (result) => this.afterExecute(result, undefined),
     });
-    socket.on('data', this.onData);
+    // llhttp reads the socket in C++ when it can; else bytes come through 'data'.
+    if (!this.parser.consume(socket)) socket.on('data', this.onData);
     socket.on('end', this.onClientEnd);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
@@ -79,7 +81,8 @@ export class ClientConnection implements ExchangeOwner {
   tick(keepAliveTicks: number, headTicksLimit: number): void {
     if (this.gone) return;
     if (this.headTicks >= 0) {
-      if (++this.headTicks > headTicksLimit && headTicksLimit > 0) this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
+      if (++this.headTicks > headTicksLimit && headTicksLimit > 0)
+        this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
       return;
     }
     if (this.idle && this.waiting.length === 0 && ++this.idleTicks > keepAliveTicks) this.socket.destroy();
@@ -117,19 +120,29 @@ export class ClientConnection implements ExchangeOwner {
   // Socket events.
 
   private readonly onData = (data: Buffer): void => {
-    const result = this.parser.execute(data);
+    this.afterExecute(this.parser.execute(data), data);
+  };
+
+  /** After llhttp parsed a read: errors answered, an upgrade set aside, waiting requests started. */
+  private afterExecute(result: number | ParseError, data: Buffer | undefined): void {
     if (typeof result !== 'number') {
       this.parseError(result);
       return;
     }
     if (this.upgradeExchange !== undefined && this.upgradeHead === undefined) {
-      this.upgradeHead = data.subarray(result);
-      this.socket.off('data', this.onData);
-      this.socket.pause();
+      this.upgradeHead = (data ?? this.parser.currentBuffer()).subarray(result);
+      this.stopReading();
     }
     this.next();
     this.updateFlow();
-  };
+  }
+
+  /** No more requests are read from this socket. */
+  private stopReading(): void {
+    this.socket.off('data', this.onData);
+    if (this.parser.consuming) this.parser.setReading(false);
+    else this.socket.pause();
+  }
 
   /**
    * The client closed its side. Idle, the connection ends; with a request in flight it is taken
@@ -149,7 +162,7 @@ export class ClientConnection implements ExchangeOwner {
   private readonly onClose = (): void => {
     if (this.gone) return;
     this.gone = true;
-    this.parser.close();
+    this.parser.release();
     const current = this.current;
     this.current = undefined;
     current?.abort();
@@ -160,7 +173,9 @@ export class ClientConnection implements ExchangeOwner {
 
   /** llhttp refused the bytes: a coded 4xx if no response has begun, then the connection closes. */
   private parseError(error: ParseError): void {
-    this.failRequest(error.code === 'HPE_HEADER_OVERFLOW' ? 'ROOMRING_E_HEADERS_TOO_LARGE' : 'ROOMRING_E_BAD_REQUEST');
+    this.failRequest(
+      error.code === 'HPE_HEADER_OVERFLOW' ? 'ROOMRING_E_HEADERS_TOO_LARGE' : 'ROOMRING_E_BAD_REQUEST',
+    );
   }
 
   private failRequest(code: ErrorCode): void {
@@ -175,7 +190,7 @@ export class ClientConnection implements ExchangeOwner {
       return;
     }
     current?.abort();
-    this.socket.off('data', this.onData);
+    this.stopReading();
     replyErrorOnSocket(this.socket, code);
   }
 
@@ -203,7 +218,13 @@ export class ClientConnection implements ExchangeOwner {
     socket.off('end', this.onClientEnd);
     socket.off('error', this.onError);
     socket.off('close', this.onClose);
-    this.parser.close();
+    if (this.parser.consuming) {
+      // Reads go back to the JS stream, which buffers them until the new owner listens. (Its
+      // own read request is still pending, so the handle is restarted here, not through read().)
+      this.parser.setReading(true);
+      this.parser.unconsume();
+    }
+    this.parser.release();
     this.handler.closed(this);
     if (exchange.request.method === 'CONNECT' || exchange.request.method === 'PRI') {
       socket.on('error', () => socket.destroy());
@@ -224,7 +245,8 @@ export class ClientConnection implements ExchangeOwner {
       (this.reading !== undefined && this.reading.backedUp);
     if (hold === this.paused) return;
     this.paused = hold;
-    if (hold) this.socket.pause();
+    if (this.parser.consuming) this.parser.setReading(!hold);
+    else if (hold) this.socket.pause();
     else this.socket.resume();
   }
 
@@ -246,7 +268,7 @@ export class ClientConnection implements ExchangeOwner {
   /** Ends the connection once what was written is sent; a client that never closes is cut. */
   private closeAfterWrites(): void {
     if (this.gone) return;
-    this.socket.off('data', this.onData);
+    this.stopReading();
     for (const exchange of this.waiting.splice(0)) exchange.abort();
     this.reading = undefined;
     if (!this.socket.destroyed) endThenDestroy(this.socket);

@@ -256,7 +256,11 @@ export class ClientExchange {
         `Content-Length: ${body.length}\r\n` +
         'Cache-Control: no-store\r\n' +
         `Date: ${httpDate()}\r\n` +
-        (keepAlive ? (this.request.httpVersionMinor === 0 ? 'Connection: keep-alive\r\n' : '') : 'Connection: close\r\n') +
+        (keepAlive
+          ? this.request.httpVersionMinor === 0
+            ? 'Connection: keep-alive\r\n'
+            : ''
+          : 'Connection: close\r\n') +
         `\r\n${body.toString('latin1')}`,
       'latin1',
     );

@@ -5,6 +5,7 @@
 // This file is the only one that touches the binding.
 
 import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 
 /** A request head as llhttp read it. */
 export interface ParsedHead {
@@ -21,6 +22,8 @@ export interface ParsedHead {
 }
 
 export interface ParserEvents {
+  /** After llhttp read from a consumed socket: the bytes used, or the error (see execute()). */
+  executed(result: number | ParseError): void;
   /** The first byte of a request arrived. */
   begin(): void;
   /** A request head is complete; return true to stop parsing after it (an upgrade). */
@@ -40,8 +43,20 @@ interface NativeParser {
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
   execute(data: Buffer): number | ParseError;
   finish(): number | ParseError | undefined;
+  consume(handle: object): void;
+  unconsume(): void;
+  getCurrentBuffer(): Buffer;
   close(): void;
   [callback: number]: unknown;
+}
+
+/** The libuv stream under a net.Socket, as node:http's server drives it. */
+interface StreamHandle {
+  isStreamBase?: boolean;
+  _consumed?: boolean;
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
 }
 
 interface NativeParserClass {
@@ -60,7 +75,9 @@ function loadBinding(): NativeParserClass {
   const parser = (createRequire(import.meta.url)('_http_common') as { HTTPParser?: NativeParserClass })
     .HTTPParser;
   if (typeof parser !== 'function' || typeof parser.kOnHeadersComplete !== 'number') {
-    throw new Error(`node ${process.version} does not expose llhttp's HTTPParser: roomring needs Node 20 to 24`);
+    throw new Error(
+      `node ${process.version} does not expose llhttp's HTTPParser: roomring needs Node 20 to 24`,
+    );
   }
   return parser;
 }
@@ -124,8 +141,14 @@ const MAX_HEADER_PAIRS = 2000;
 /** Return value of on_headers_complete: no body follows, stop parsing (llhttp's upgrade pause). */
 const STOP_AFTER_HEAD = 2;
 
+/** Native parsers kept for reuse, as node:http keeps them: one connection per upgrade is common. */
+const spare: NativeParser[] = [];
+const MAX_SPARE = 1000;
+const noop = (): void => {};
+
 export class RequestParser {
-  private readonly native = new HTTPParser();
+  private readonly native: NativeParser = spare.pop() ?? new HTTPParser();
+  private released = false;
   /** Head pieces when llhttp delivers the head in more than one callback (long or fragmented heads). */
   private partialHeaders: string[] = [];
   private partialUrl = '';
@@ -180,7 +203,49 @@ export class RequestParser {
       this.partialUrl = '';
       events.end();
     };
-    native[HTTPParser.kOnExecute] = () => {};
+    native[HTTPParser.kOnExecute] = (result: number | ParseError) => events.executed(result);
+  }
+
+  private handle: StreamHandle | undefined;
+
+  /**
+   * Lets llhttp read the socket itself, in C++, as node:http's server does: no JS stream work
+   * per read, and the 'data' event is never emitted. False if the socket cannot be consumed
+   * (then feed execute() from 'data').
+   */
+  consume(socket: Socket): boolean {
+    const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle;
+    if (handle == null || handle.isStreamBase !== true || handle._consumed === true) return false;
+    handle._consumed = true;
+    this.native.consume(handle);
+    this.handle = handle;
+    return true;
+  }
+
+  /** Gives the socket's reads back to its JS stream (before an upgrade's handover). */
+  unconsume(): void {
+    if (this.handle === undefined) return;
+    this.native.unconsume();
+    this.handle._consumed = false;
+    this.handle = undefined;
+  }
+
+  /** Stops or restarts reading a consumed socket (back-pressure). */
+  setReading(reading: boolean): void {
+    const handle = this.handle;
+    if (handle === undefined || handle.reading === reading) return;
+    handle.reading = reading;
+    if (reading) handle.readStart();
+    else handle.readStop();
+  }
+
+  get consuming(): boolean {
+    return this.handle !== undefined;
+  }
+
+  /** The buffer of the read being parsed, inside `executed` of a consumed socket. */
+  currentBuffer(): Buffer {
+    return this.native.getCurrentBuffer();
   }
 
   /** Parses `data`: the bytes used (fewer than given after a stopping head), or the error. */
@@ -194,7 +259,27 @@ export class RequestParser {
     return typeof result === 'object' ? result : undefined;
   }
 
-  close(): void {
-    this.native.close();
+  /**
+   * Done with this connection: the native parser is kept for another one, or closed. Either
+   * happens on the next turn of the loop, since this may run inside one of its own callbacks.
+   */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.unconsume();
+    const native = this.native;
+    for (const key of [
+      HTTPParser.kOnMessageBegin,
+      HTTPParser.kOnHeaders,
+      HTTPParser.kOnHeadersComplete,
+      HTTPParser.kOnBody,
+      HTTPParser.kOnMessageComplete,
+      HTTPParser.kOnExecute,
+    ])
+      native[key] = noop;
+    setImmediate(() => {
+      if (spare.length < MAX_SPARE) spare.push(native);
+      else native.close();
+    });
   }
 }

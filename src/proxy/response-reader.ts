@@ -203,7 +203,13 @@ export class ResponseReader {
         : length !== undefined
           ? 'length'
           : 'close';
-    this.sink.head({ status, statusText: statusLine[3] ?? '', rawHeaders, keepAlive: this.keepAlive, framing });
+    this.sink.head({
+      status,
+      statusText: statusLine[3] ?? '',
+      rawHeaders,
+      keepAlive: this.keepAlive,
+      framing,
+    });
     if (this.state === 'done') this.sink.end();
     return rest;
   }
