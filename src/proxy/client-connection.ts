@@ -184,7 +184,7 @@ export class ClientConnection implements ExchangeOwner {
     this.current = undefined;
     for (const exchange of this.waiting.splice(0)) exchange.abort();
     this.reading = undefined;
-    if (current !== undefined && current.headersSent) {
+    if (current?.headersSent) {
       current.abort();
       this.socket.destroy();
       return;
@@ -242,7 +242,7 @@ export class ClientConnection implements ExchangeOwner {
     const hold =
       this.waiting.length > 0 ||
       this.upgradeExchange !== undefined ||
-      (this.reading !== undefined && this.reading.backedUp);
+      this.reading?.backedUp === true;
     if (hold === this.paused) return;
     this.paused = hold;
     if (this.parser.consuming) this.parser.setReading(!hold);
