@@ -240,9 +240,7 @@ export class ClientConnection implements ExchangeOwner {
   updateFlow(): void {
     if (this.gone) return;
     const hold =
-      this.waiting.length > 0 ||
-      this.upgradeExchange !== undefined ||
-      this.reading?.backedUp === true;
+      this.waiting.length > 0 || this.upgradeExchange !== undefined || this.reading?.backedUp === true;
     if (hold === this.paused) return;
     this.paused = hold;
     if (this.parser.consuming) this.parser.setReading(!hold);

@@ -138,7 +138,8 @@ export class ClientExchange {
       return;
     }
     if (this.done) return;
-    (this.pending ??= []).push(chunk);
+    if (this.pending === undefined) this.pending = [chunk];
+    else this.pending.push(chunk);
     this.pendingBytes += chunk.length;
     if (this.pendingBytes > BODY_HIGH_WATER) this.owner.updateFlow();
   }
