@@ -4,7 +4,6 @@
 // The request body is sent only once the backend connection is open, so a refused connection can
 // be retried on the ring successor without losing a byte.
 
-import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
 import type { ClientExchange, ClientRequest } from './client-exchange.js';
@@ -17,7 +16,7 @@ import {
   ResponseReader,
   type ResponseSink,
 } from './response-reader.js';
-import { UpstreamPool } from './upstream-pool.js';
+import { type UpstreamConnection, type UpstreamOwner, UpstreamPool } from './upstream-pool.js';
 
 export interface ForwardTimeouts {
   connect: number;
@@ -132,8 +131,8 @@ export class HttpForwarder {
  * returns the connection to the pool when both messages are complete. The request body starts
  * only once the connection is open, so a refused connection loses nothing.
  */
-class Attempt implements ResponseSink {
-  private socket: Socket | undefined;
+class Attempt implements ResponseSink, UpstreamOwner {
+  private connection: UpstreamConnection | undefined;
   private reused = false;
   private connected = false;
   private responded = false;
@@ -156,19 +155,16 @@ class Attempt implements ResponseSink {
   start(): void {
     const pool = this.forwarder.upstreamPool;
     const pooled = pool.take(this.backend);
-    const socket = pooled ?? pool.open(this.backend);
-    this.socket = socket;
+    const connection = pooled ?? pool.open(this.backend);
+    this.connection = connection;
     this.reused = pooled !== undefined;
-    socket.on('data', this.onData);
-    socket.on('error', this.onError);
-    socket.on('close', this.onClose);
-    socket.on('timeout', this.onTimeout);
+    connection.owner = this;
     this.exchange.client.onAbort = this.onClientClose;
     if (this.reused) {
       this.onConnected();
       return;
     }
-    socket.once(this.backend.tls ? 'secureConnect' : 'connect', this.onConnected);
+    connection.onConnect = this.onConnected;
     if (this.timeouts.connect > 0) {
       this.connectTimer = setTimeout(() => this.fail('ROOMRING_CONNECT_TIMEOUT'), this.timeouts.connect);
     }
@@ -176,32 +172,31 @@ class Attempt implements ResponseSink {
 
   private readonly onConnected = (): void => {
     clearTimeout(this.connectTimer);
-    const socket = this.socket as Socket;
+    const connection = this.connection as UpstreamConnection;
     const { client } = this.exchange;
     const req = client.request;
     this.connected = true;
-    socket.setTimeout(this.timeouts.response);
+    connection.setTimeout(this.timeouts.response);
     const chunked = req.chunked;
     let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
     const headers = this.exchange.headers;
     for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
     if (chunked) head += 'Transfer-Encoding: chunked\r\n';
-    socket.write(Buffer.from(`${head}Connection: keep-alive\r\n\r\n`, 'latin1'));
+    connection.socket.write(`${head}Connection: keep-alive\r\n\r\n`, 'latin1');
     if (!req.hasBody) {
       this.requestSent = true;
       return;
     }
-    socket.on('drain', this.resumeRequest);
     client.readBody(chunked ? this.sendChunk : this.sendBytes, this.bodyEnded);
   };
 
   private readonly sendBytes = (chunk: Buffer): void => {
-    if (!(this.socket as Socket).write(chunk)) this.exchange.client.pauseBody();
+    if (!(this.connection as UpstreamConnection).socket.write(chunk)) this.exchange.client.pauseBody();
   };
 
   private readonly sendChunk = (chunk: Buffer): void => {
     if (chunk.length === 0) return;
-    const socket = this.socket as Socket;
+    const socket = (this.connection as UpstreamConnection).socket;
     // Corked, the size line, the data and the CRLF leave in one writev.
     socket.cork();
     socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
@@ -211,17 +206,17 @@ class Attempt implements ResponseSink {
     if (!more) this.exchange.client.pauseBody();
   };
 
-  private readonly resumeRequest = (): void => {
+  upstreamDrain(): void {
     this.exchange.client.resumeBody();
-  };
+  }
 
   private readonly bodyEnded = (): void => {
-    if (this.exchange.client.request.chunked) this.socket?.write('0\r\n\r\n', 'latin1');
+    if (this.exchange.client.request.chunked) this.connection?.socket.write('0\r\n\r\n', 'latin1');
     this.requestSent = true;
     if (this.reader.done) this.release();
   };
 
-  private readonly onData = (chunk: Buffer): void => {
+  upstreamData(chunk: Buffer): void {
     this.bytesRead = true;
     // Corked, the response head and the body bytes of this chunk leave in one writev.
     const out = this.exchange.client.socket;
@@ -233,14 +228,16 @@ class Attempt implements ResponseSink {
     } finally {
       out.uncork();
     }
-  };
+    // What the client socket could not take at once still points into the read buffer.
+    if (out.writableLength > 0) this.connection?.retain();
+  }
 
   head(head: ResponseHead): void {
     this.responded = true;
     this.keepAlive = head.keepAlive;
     this.forwarder.answered(this.backend, head.status);
     // From here only silence counts, so a long stream that keeps moving is never cut.
-    this.socket?.setTimeout(this.timeouts.idle);
+    this.connection?.setTimeout(this.timeouts.idle);
     this.exchange.client.writeHead(
       head.status,
       head.statusText,
@@ -252,13 +249,13 @@ class Attempt implements ResponseSink {
   body(chunk: Buffer): void {
     const { client } = this.exchange;
     if (!client.write(chunk)) {
-      this.socket?.pause();
+      this.connection?.socket.pause();
       client.socket.once('drain', this.resumeResponse);
     }
   }
 
   private readonly resumeResponse = (): void => {
-    this.socket?.resume();
+    this.connection?.socket.resume();
   };
 
   end(): void {
@@ -271,52 +268,47 @@ class Attempt implements ResponseSink {
   private release(): void {
     if (this.settled) return;
     this.settled = true;
-    const socket = this.socket as Socket;
+    const connection = this.connection as UpstreamConnection;
     this.detach();
-    if (this.keepAlive && this.requestSent) this.forwarder.upstreamPool.give(this.backend, socket);
-    else socket.destroy();
+    if (this.keepAlive && this.requestSent) this.forwarder.upstreamPool.give(this.backend, connection);
+    else connection.destroy();
   }
 
   private detach(): void {
     clearTimeout(this.connectTimer);
-    const socket = this.socket;
     const { client } = this.exchange;
     if (client.onAbort === this.onClientClose) client.onAbort = undefined;
     client.socket.off('drain', this.resumeResponse);
     client.stopBody();
-    if (socket === undefined) return;
-    socket.off('data', this.onData);
-    socket.off('error', this.onError);
-    socket.off('close', this.onClose);
-    socket.off('timeout', this.onTimeout);
-    socket.off('drain', this.resumeRequest);
-    socket.off('connect', this.onConnected);
-    socket.off('secureConnect', this.onConnected);
-    socket.setTimeout(0);
-    socket.resume();
+    const connection = this.connection;
+    if (connection === undefined) return;
+    if (connection.owner === this) connection.owner = undefined;
+    connection.onConnect = undefined;
+    connection.setTimeout(0);
+    connection.socket.resume();
   }
 
-  private readonly onError = (error: NodeJS.ErrnoException): void => {
-    this.fail(error.code ?? 'ECONNRESET');
-  };
+  upstreamError(code: string): void {
+    this.fail(code);
+  }
 
-  private readonly onClose = (): void => {
+  upstreamClose(): void {
     if (this.settled) return;
     // A body that runs until the connection closes ends here; anything else was cut short.
     if (this.reader.close()) return;
     this.fail('ECONNRESET');
-  };
+  }
 
-  private readonly onTimeout = (): void => {
+  upstreamTimeout(): void {
     this.fail(this.connected ? 'ROOMRING_RESPONSE_TIMEOUT' : 'ROOMRING_CONNECT_TIMEOUT');
-  };
+  }
 
   private readonly onClientClose = (): void => {
     if (this.settled) return;
     // The client went away: drop the backend exchange too, so no pooled socket is left half-used.
     this.settled = true;
     this.detach();
-    this.socket?.destroy();
+    this.connection?.destroy();
   };
 
   /** One verdict per attempt: a later error must not touch a resend or failover under way. */
@@ -324,7 +316,7 @@ class Attempt implements ResponseSink {
     if (this.settled) return;
     this.settled = true;
     this.detach();
-    this.socket?.destroy();
+    this.connection?.destroy();
     const { client } = this.exchange;
     if (this.responded || client.done) {
       client.abandon();

@@ -135,7 +135,8 @@ export class ResponseReader {
 
   private wait(input: Buffer, what: string): Buffer {
     if (input.length > MAX_HEAD) throw new ResponseFormatError(`${what} too long`);
-    this.pending = input;
+    // A copy: `input` may be a view of a read buffer that the next read overwrites.
+    this.pending = Buffer.from(input);
     return input.subarray(input.length);
   }
 
