@@ -10,7 +10,7 @@ export const ERROR_CODES = {
   ROOMRING_E_REQUEST_TIMEOUT: { status: 408, message: 'The request head did not arrive in time.' },
   ROOMRING_E_METHOD_NOT_ALLOWED: {
     status: 405,
-    message: 'CONNECT and HTTP/2 prior knowledge are not proxied.',
+    message: 'CONNECT requests are not proxied.',
   },
   ROOMRING_E_NO_BACKEND: { status: 503, message: 'No backend is available for this room.' },
   ROOMRING_E_BACKEND_UNREACHABLE: { status: 502, message: 'The backend for this room could not be reached.' },

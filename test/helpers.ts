@@ -182,7 +182,8 @@ export async function startProxy(
   extraArgs: string[] = [],
 ): Promise<TestProxy> {
   const port = await freePort();
-  const configFile = writeConfig({ ...config, listen: { host: '127.0.0.1', port } });
+  const listen = (config.listen ?? {}) as Record<string, unknown>;
+  const configFile = writeConfig({ ...config, listen: { ...listen, host: '127.0.0.1', port } });
   const cli = spawnCli(['start', '--config', configFile, ...extraArgs]);
   await cli.waitFor(/roomring listening on/);
   return { ...cli, port, url: `http://127.0.0.1:${port}`, configFile };
@@ -388,4 +389,25 @@ export async function addBackend(
 ): Promise<void> {
   const added = await backendsCli(redis, cluster, 'add', ['--id', backend.id, '--url', backend.url]);
   if (added.code !== 0) throw new Error(`backends add ${backend.id} failed:\n${added.output}`);
+}
+
+/** A raw TCP client of the proxy, destroyed at cleanup; `allowHalfOpen`: it never closes its side. */
+export function connectRaw(port: number, allowHalfOpen = false): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen }, () => resolve(socket));
+    socket.on('error', reject);
+    onCleanup(() => socket.destroy());
+  });
+}
+
+/** Everything a raw socket receives until the peer ends it. */
+export function readAll(socket: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    socket.on('data', (d) => {
+      text += d;
+    });
+    socket.once('end', () => resolve(text));
+    socket.once('close', () => resolve(text));
+  });
 }

@@ -5,14 +5,14 @@
 // X-Forwarded-* are set, large bodies arrive intact, idle WebSockets stay open.
 import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
-import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type WebSocket from 'ws';
 import { Ring } from '../src/ring/ring.js';
 import {
+  connectRaw,
   freePort,
-  onCleanup,
   openSocket,
+  readAll,
   request,
   type SilentServer,
   socketCount,
@@ -109,32 +109,11 @@ async function backendConnections(backend: TestBackend): Promise<number> {
   return (JSON.parse(res.body) as { connections: number }).connections - 1;
 }
 
-/** A raw TCP client of the proxy, destroyed at cleanup; `allowHalfOpen`: it never closes its side. */
-function connectRaw(port: number, allowHalfOpen = false): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen }, () => resolve(socket));
-    socket.on('error', reject);
-    onCleanup(() => socket.destroy());
-  });
-}
-
 function upgradeHead(path: string, port: number): string {
   return (
     `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
     'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'
   );
-}
-
-/** Everything a raw socket receives until the peer ends it. */
-function readAll(socket: net.Socket): Promise<string> {
-  return new Promise((resolve) => {
-    let text = '';
-    socket.on('data', (d) => {
-      text += d;
-    });
-    socket.once('end', () => resolve(text));
-    socket.once('close', () => resolve(text));
-  });
 }
 
 /** A WebSocket upgrade request that is answered with something other than 101. */

@@ -97,7 +97,7 @@ export class ClientConnection implements ExchangeOwner {
   private readonly onHead = (head: ParsedHead): boolean => {
     this.headTicks = -1;
     const exchange = new ClientExchange(new ClientRequest(head, this.socket), this);
-    if (head.upgrade || head.method === 'PRI') {
+    if (head.upgrade) {
       // llhttp stops after this head: what follows belongs to the upgraded protocol.
       this.upgradeExchange = exchange;
       return true;
@@ -226,7 +226,7 @@ export class ClientConnection implements ExchangeOwner {
     }
     this.parser.release();
     this.handler.closed(this);
-    if (exchange.request.method === 'CONNECT' || exchange.request.method === 'PRI') {
+    if (exchange.request.method === 'CONNECT') {
       socket.on('error', () => socket.destroy());
       replyErrorOnSocket(socket, 'ROOMRING_E_METHOD_NOT_ALLOWED');
       return;
