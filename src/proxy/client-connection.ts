@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import { ClientExchange, ClientRequest, type ExchangeOwner } from './client-exchange.js';
 import { endThenDestroy, replyErrorOnSocket } from './reply.js';
-import { type ParsedHead, type ParseError, RequestParser } from './request-parser.js';
+import { type ParsedHead, type ParseError, type ParserEvents, RequestParser } from './request-parser.js';
 
 export interface ConnectionHandler {
   /** A request's turn has come: answer it through the exchange. */
@@ -17,7 +17,29 @@ export interface ConnectionHandler {
   closed(connection: ClientConnection): void;
 }
 
-export class ClientConnection implements ExchangeOwner {
+const CONNECTION = Symbol('connection');
+type ConnectedSocket = Socket & { [CONNECTION]?: ClientConnection };
+
+// Socket listeners shared by all connections (`this` is the socket), so a connection allocates
+// no closures of its own.
+
+function onSocketData(this: ConnectedSocket, data: Buffer): void {
+  this[CONNECTION]?.data(data);
+}
+
+function onSocketEnd(this: ConnectedSocket): void {
+  this[CONNECTION]?.clientEnd();
+}
+
+function onSocketError(this: ConnectedSocket): void {
+  this.destroy();
+}
+
+function onSocketClose(this: ConnectedSocket): void {
+  this[CONNECTION]?.closed();
+}
+
+export class ClientConnection implements ExchangeOwner, ParserEvents {
   private readonly parser: RequestParser;
   /** The exchange being answered. */
   private current: ClientExchange | undefined;
@@ -27,7 +49,7 @@ export class ClientConnection implements ExchangeOwner {
   private reading: ClientExchange | undefined;
   /** An upgrade request, with the bytes after its head, once llhttp stopped at it. */
   private upgradeHead: Buffer | undefined;
-  private upgradeExchange: ClientExchange | undefined;
+  private upgradeRequest: ClientRequest | undefined;
   private clientEnded = false;
   private gone = false;
   private paused = false;
@@ -40,18 +62,13 @@ export class ClientConnection implements ExchangeOwner {
     readonly socket: Socket,
     private readonly handler: ConnectionHandler,
   ) {
-    this.parser = new RequestParser({
-      begin: this.onBegin,
-      head: this.onHead,
-      body: this.onBody,
-      end: this.onEnd,
-      executed: (result) => this.afterExecute(result, undefined),
-    });
+    this.parser = new RequestParser(this);
+    (socket as ConnectedSocket)[CONNECTION] = this;
     // llhttp reads the socket in C++ when it can; else bytes come through 'data'.
-    if (!this.parser.consume(socket)) socket.on('data', this.onData);
-    socket.on('end', this.onClientEnd);
-    socket.on('error', this.onError);
-    socket.on('close', this.onClose);
+    if (!this.parser.consume(socket)) socket.on('data', onSocketData);
+    socket.on('end', onSocketEnd);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
   }
 
   get closing(): boolean {
@@ -90,38 +107,49 @@ export class ClientConnection implements ExchangeOwner {
 
   // Parser events (inside execute()): they only record, the exchanges start after execute returns.
 
-  private readonly onBegin = (): void => {
+  /** @internal ParserEvents */
+  begin(): void {
     this.headTicks = 0;
-  };
+  }
 
-  private readonly onHead = (head: ParsedHead): boolean => {
+  /** @internal ParserEvents */
+  head(head: ParsedHead): boolean {
     this.headTicks = -1;
-    const exchange = new ClientExchange(new ClientRequest(head, this.socket), this);
+    const request = new ClientRequest(head, this.socket);
     if (head.upgrade) {
       // llhttp stops after this head: what follows belongs to the upgraded protocol.
-      this.upgradeExchange = exchange;
+      this.upgradeRequest = request;
       return true;
     }
+    const exchange = new ClientExchange(request, this);
     this.reading = exchange;
     this.waiting.push(exchange);
     return false;
-  };
+  }
 
-  private readonly onBody = (chunk: Buffer): void => {
+  /** @internal ParserEvents */
+  body(chunk: Buffer): void {
     this.reading?.pushBody(chunk);
-  };
+  }
 
-  private readonly onEnd = (): void => {
+  /** @internal ParserEvents */
+  end(): void {
     const exchange = this.reading;
     this.reading = undefined;
     exchange?.endBody();
-  };
+  }
+
+  /** @internal ParserEvents: llhttp parsed a read of the consumed socket. */
+  executed(result: number | ParseError): void {
+    this.afterExecute(result, undefined);
+  }
 
   // Socket events.
 
-  private readonly onData = (data: Buffer): void => {
+  /** @internal Bytes from 'data' (a socket llhttp could not consume). */
+  data(data: Buffer): void {
     this.afterExecute(this.parser.execute(data), data);
-  };
+  }
 
   /** After llhttp parsed a read: errors answered, an upgrade set aside, waiting requests started. */
   private afterExecute(result: number | ParseError, data: Buffer | undefined): void {
@@ -129,7 +157,7 @@ export class ClientConnection implements ExchangeOwner {
       this.parseError(result);
       return;
     }
-    if (this.upgradeExchange !== undefined && this.upgradeHead === undefined) {
+    if (this.upgradeRequest !== undefined && this.upgradeHead === undefined) {
       this.upgradeHead = (data ?? this.parser.currentBuffer()).subarray(result);
       this.stopReading();
     }
@@ -139,7 +167,7 @@ export class ClientConnection implements ExchangeOwner {
 
   /** No more requests are read from this socket. */
   private stopReading(): void {
-    this.socket.off('data', this.onData);
+    this.socket.off('data', onSocketData);
     if (this.parser.consuming) this.parser.setReading(false);
     else this.socket.pause();
   }
@@ -148,18 +176,15 @@ export class ClientConnection implements ExchangeOwner {
    * The client closed its side. Idle, the connection ends; with a request in flight it is taken
    * as gone, as node:http and nginx take it, so a vanished client frees its backend exchange.
    */
-  private readonly onClientEnd = (): void => {
+  clientEnd(): void {
     this.clientEnded = true;
-    if (this.upgradeExchange !== undefined) return;
+    if (this.upgradeRequest !== undefined) return;
     if (this.idle && this.waiting.length === 0 && this.parser.finish() === undefined) this.socket.end();
     else this.socket.destroy();
-  };
+  }
 
-  private readonly onError = (): void => {
-    this.socket.destroy();
-  };
-
-  private readonly onClose = (): void => {
+  /** @internal The socket closed. */
+  closed(): void {
     if (this.gone) return;
     this.gone = true;
     this.parser.release();
@@ -169,7 +194,7 @@ export class ClientConnection implements ExchangeOwner {
     for (const exchange of this.waiting.splice(0)) exchange.abort();
     this.reading = undefined;
     this.handler.closed(this);
-  };
+  }
 
   /** llhttp refused the bytes: a coded 4xx if no response has begun, then the connection closes. */
   private parseError(error: ParseError): void {
@@ -203,21 +228,22 @@ export class ClientConnection implements ExchangeOwner {
       this.current = exchange;
       this.handler.request(exchange);
     }
-    if (this.current === undefined && this.upgradeExchange !== undefined && this.upgradeHead !== undefined) {
-      this.handOver(this.upgradeExchange, this.upgradeHead);
+    if (this.current === undefined && this.upgradeRequest !== undefined && this.upgradeHead !== undefined) {
+      this.handOver(this.upgradeRequest, this.upgradeHead);
     }
   }
 
   /** The socket leaves this connection for the upgrade handler. */
-  private handOver(exchange: ClientExchange, head: Buffer): void {
+  private handOver(request: ClientRequest, head: Buffer): void {
     this.gone = true;
-    this.upgradeExchange = undefined;
+    this.upgradeRequest = undefined;
     this.upgradeHead = undefined;
     const { socket } = this;
-    socket.off('data', this.onData);
-    socket.off('end', this.onClientEnd);
-    socket.off('error', this.onError);
-    socket.off('close', this.onClose);
+    socket.off('data', onSocketData);
+    socket.off('end', onSocketEnd);
+    socket.off('error', onSocketError);
+    socket.off('close', onSocketClose);
+    (socket as ConnectedSocket)[CONNECTION] = undefined;
     if (this.parser.consuming) {
       // Reads go back to the JS stream, which buffers them until the new owner listens. (Its
       // own read request is still pending, so the handle is restarted here, not through read().)
@@ -226,12 +252,12 @@ export class ClientConnection implements ExchangeOwner {
     }
     this.parser.release();
     this.handler.closed(this);
-    if (exchange.request.method === 'CONNECT') {
+    if (request.method === 'CONNECT') {
       socket.on('error', () => socket.destroy());
       replyErrorOnSocket(socket, 'ROOMRING_E_METHOD_NOT_ALLOWED');
       return;
     }
-    this.handler.upgrade(exchange.request, socket, head);
+    this.handler.upgrade(request, socket, head);
   }
 
   // ExchangeOwner.
@@ -240,7 +266,7 @@ export class ClientConnection implements ExchangeOwner {
   updateFlow(): void {
     if (this.gone) return;
     const hold =
-      this.waiting.length > 0 || this.upgradeExchange !== undefined || this.reading?.backedUp === true;
+      this.waiting.length > 0 || this.upgradeRequest !== undefined || this.reading?.backedUp === true;
     if (hold === this.paused) return;
     this.paused = hold;
     if (this.parser.consuming) this.parser.setReading(!hold);

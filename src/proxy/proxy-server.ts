@@ -144,7 +144,7 @@ export class ProxyServer implements ConnectionHandler {
 
   /** @internal ConnectionHandler: an upgrade request owns its socket from here. */
   upgrade(req: ClientRequest, socket: Socket, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     if (this.closing) {
       replyErrorOnSocket(socket, 'ROOMRING_E_SHUTTING_DOWN');
       return;
@@ -192,6 +192,10 @@ export class ProxyServer implements ConnectionHandler {
     }
     this.http.close();
   }
+}
+
+function destroyOnError(this: Socket): void {
+  this.destroy();
 }
 
 function withBackend(backend: Backend | undefined, room: string | null): Target {

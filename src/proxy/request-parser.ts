@@ -144,66 +144,115 @@ const STOP_AFTER_HEAD = 2;
 /** Native parsers kept for reuse, as node:http keeps them: one connection per upgrade is common. */
 const spare: NativeParser[] = [];
 const MAX_SPARE = 1000;
-const noop = (): void => {};
+/** The async_hooks resource the binding wants for its callbacks: one for all. */
+const RESOURCE = {};
+const OWNER = Symbol('owner');
+
+type OwnedParser = NativeParser & { [OWNER]: RequestParser | undefined };
+
+// The binding calls these as methods of the native parser; each is installed once per native
+// parser and finds the RequestParser through it, so a connection allocates no callbacks.
+
+function onMessageBegin(this: OwnedParser): void {
+  this[OWNER]?.events.begin();
+}
+
+function onHeaders(this: OwnedParser, headers: string[], url: string): void {
+  this[OWNER]?.addPartial(headers, url);
+}
+
+function onHeadersComplete(
+  this: OwnedParser,
+  versionMajor: number,
+  versionMinor: number,
+  headers: string[] | undefined,
+  method: number,
+  url: string | undefined,
+  _status: unknown,
+  _statusText: unknown,
+  upgrade: boolean,
+  keepAlive: boolean,
+): number {
+  const owner = this[OWNER];
+  if (owner === undefined) return 0;
+  const stop = owner.events.head({
+    method: METHODS[method] ?? 'UNKNOWN',
+    url: url ?? owner.takePartialUrl(),
+    rawHeaders: limited(headers ?? owner.takePartialHeaders()),
+    versionMajor,
+    versionMinor,
+    keepAlive,
+    upgrade,
+  });
+  return stop ? STOP_AFTER_HEAD : 0;
+}
+
+function onBody(this: OwnedParser, chunk: Buffer): void {
+  this[OWNER]?.events.body(chunk);
+}
+
+function onMessageComplete(this: OwnedParser): void {
+  const owner = this[OWNER];
+  if (owner === undefined) return;
+  // Trailer fields arrive through kOnHeaders; they are not forwarded.
+  owner.takePartialHeaders();
+  owner.takePartialUrl();
+  owner.events.end();
+}
+
+function onExecute(this: OwnedParser, result: number | ParseError): void {
+  this[OWNER]?.events.executed(result);
+}
+
+function limited(rawHeaders: string[]): string[] {
+  if (rawHeaders.length > MAX_HEADER_PAIRS * 2) rawHeaders.length = MAX_HEADER_PAIRS * 2;
+  return rawHeaders;
+}
+
+function newParser(): OwnedParser {
+  const native = new HTTPParser() as OwnedParser;
+  native[OWNER] = undefined;
+  native[HTTPParser.kOnMessageBegin] = onMessageBegin;
+  native[HTTPParser.kOnHeaders] = onHeaders;
+  native[HTTPParser.kOnHeadersComplete] = onHeadersComplete;
+  native[HTTPParser.kOnBody] = onBody;
+  native[HTTPParser.kOnMessageComplete] = onMessageComplete;
+  native[HTTPParser.kOnExecute] = onExecute;
+  return native;
+}
 
 export class RequestParser {
-  private readonly native: NativeParser = spare.pop() ?? new HTTPParser();
+  private readonly native = (spare.pop() as OwnedParser | undefined) ?? newParser();
   private released = false;
   /** Head pieces when llhttp delivers the head in more than one callback (long or fragmented heads). */
-  private partialHeaders: string[] = [];
+  private partialHeaders: string[] | undefined;
   private partialUrl = '';
 
-  constructor(events: ParserEvents) {
-    const native = this.native;
-    // `resource` is the async_hooks resource of the callbacks; maxHeaderSize 0 is Node's default
-    // (--max-http-header-size, 16 KiB).
-    native.initialize(HTTPParser.REQUEST, {}, 0, HTTPParser.kLenientNone);
-    native[HTTPParser.kOnMessageBegin] = () => events.begin();
-    native[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
-      if (this.partialHeaders.length < MAX_HEADER_PAIRS * 2) this.partialHeaders.push(...headers);
-      this.partialUrl += url;
-    };
-    native[HTTPParser.kOnHeadersComplete] = (
-      versionMajor: number,
-      versionMinor: number,
-      headers: string[] | undefined,
-      method: number,
-      url: string | undefined,
-      _status: unknown,
-      _statusText: unknown,
-      upgrade: boolean,
-      keepAlive: boolean,
-    ): number => {
-      let rawHeaders = headers;
-      if (rawHeaders === undefined) {
-        rawHeaders = this.partialHeaders;
-        this.partialHeaders = [];
-      }
-      if (rawHeaders.length > MAX_HEADER_PAIRS * 2) rawHeaders.length = MAX_HEADER_PAIRS * 2;
-      let target = url;
-      if (target === undefined) {
-        target = this.partialUrl;
-        this.partialUrl = '';
-      }
-      const stop = events.head({
-        method: METHODS[method] ?? 'UNKNOWN',
-        url: target,
-        rawHeaders,
-        versionMajor,
-        versionMinor,
-        keepAlive,
-        upgrade,
-      });
-      return stop ? STOP_AFTER_HEAD : 0;
-    };
-    native[HTTPParser.kOnBody] = (chunk: Buffer) => events.body(chunk);
-    native[HTTPParser.kOnMessageComplete] = () => {
-      // Trailer fields arrive through kOnHeaders; they are not forwarded.
-      this.partialHeaders = [];
-      this.partialUrl = '';
-      events.end();
-    };
-    native[HTTPParser.kOnExecute] = (result: number | ParseError) => events.executed(result);
+  constructor(readonly events: ParserEvents) {
+    // maxHeaderSize 0 is Node's default (--max-http-header-size, 16 KiB).
+    this.native.initialize(HTTPParser.REQUEST, RESOURCE, 0, HTTPParser.kLenientNone);
+    this.native[OWNER] = this;
+  }
+
+  /** @internal */
+  addPartial(headers: string[], url: string): void {
+    this.partialHeaders ??= [];
+    if (this.partialHeaders.length < MAX_HEADER_PAIRS * 2) this.partialHeaders.push(...headers);
+    this.partialUrl += url;
+  }
+
+  /** @internal */
+  takePartialHeaders(): string[] {
+    const headers = this.partialHeaders ?? [];
+    this.partialHeaders = undefined;
+    return headers;
+  }
+
+  /** @internal */
+  takePartialUrl(): string {
+    const url = this.partialUrl;
+    this.partialUrl = '';
+    return url;
   }
 
   private handle: StreamHandle | undefined;
@@ -268,15 +317,7 @@ export class RequestParser {
     this.released = true;
     this.unconsume();
     const native = this.native;
-    for (const key of [
-      HTTPParser.kOnMessageBegin,
-      HTTPParser.kOnHeaders,
-      HTTPParser.kOnHeadersComplete,
-      HTTPParser.kOnBody,
-      HTTPParser.kOnMessageComplete,
-      HTTPParser.kOnExecute,
-    ])
-      native[key] = noop;
+    native[OWNER] = undefined;
     setImmediate(() => {
       if (spare.length < MAX_SPARE) spare.push(native);
       else native.close();

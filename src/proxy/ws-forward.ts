@@ -43,16 +43,11 @@ export class WebSocketForwarder {
       tried.add(target.id);
       const upstream = this.connect(target);
       pending = upstream;
-      let connected = false;
-      upstream.once(target.tls ? 'secureConnect' : 'connect', () => {
-        connected = true;
-        client.off('error', onClientGone);
-        client.off('close', onClientGone);
-        this.open(client, upstream, head, handshake, room, target);
-      });
-      upstream.once('error', (error: NodeJS.ErrnoException) => {
-        // Once connected, the tunnel handles errors; a client already gone needs no answer.
-        if (connected || client.destroyed) return;
+      const connectEvent = target.tls ? 'secureConnect' : 'connect';
+      const onError = (error: NodeJS.ErrnoException): void => {
+        upstream.off(connectEvent, onConnect);
+        // A client already gone needs no answer.
+        if (client.destroyed) return;
         const code = error.code ?? '';
         if (CONNECT_ERRORS.has(code)) {
           this.pool.reportFailure(target);
@@ -66,7 +61,16 @@ export class WebSocketForwarder {
           code === CONNECT_TIMEOUT ? 'ROOMRING_E_BACKEND_TIMEOUT' : 'ROOMRING_E_BACKEND_UNREACHABLE';
         this.observer?.error(reply);
         replyErrorOnSocket(client, reply);
-      });
+      };
+      // Once connected, the tunnel handles errors: no listener of this attempt stays behind.
+      const onConnect = (): void => {
+        upstream.off('error', onError);
+        client.off('error', onClientGone);
+        client.off('close', onClientGone);
+        this.open(client, upstream, head, handshake, room, target);
+      };
+      upstream.once(connectEvent, onConnect);
+      upstream.once('error', onError);
     };
     attempt(backend);
   }
@@ -81,8 +85,13 @@ export class WebSocketForwarder {
       const timer = setTimeout(() => {
         socket.destroy(Object.assign(new Error('backend connect timeout'), { code: CONNECT_TIMEOUT }));
       }, connect);
-      socket.once(backend.tls ? 'secureConnect' : 'connect', () => clearTimeout(timer));
-      socket.once('close', () => clearTimeout(timer));
+      const clear = (): void => {
+        clearTimeout(timer);
+        socket.off(backend.tls ? 'secureConnect' : 'connect', clear);
+        socket.off('close', clear);
+      };
+      socket.once(backend.tls ? 'secureConnect' : 'connect', clear);
+      socket.once('close', clear);
     }
     return socket;
   }
@@ -112,7 +121,7 @@ export class WebSocketForwarder {
       observer && ((first: Buffer) => observer.upgrade(backend.id, statusOfHead(first))),
     );
     this.tracker.add(tunnel);
-    if (idle > 0) upstream.setTimeout(idle, tunnel.close);
+    if (idle > 0) upstream.setTimeout(idle, () => tunnel.close());
     tunnel.start(handshake, head);
     // A backend that accepts the connection but never answers the handshake gets `timeouts.response`,
     // as an HTTP request does; then the client is answered 504 instead of waiting forever.
