@@ -11,36 +11,69 @@ export interface ForwardedRequest {
   readonly socket: Socket;
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+// What a field name means to the proxy. Names are classified by length and first letter before
+// anything is lower-cased: most fields are none of these, and cost two comparisons.
+const PLAIN = 0;
+const HOP = 1;
+const UPGRADE = 2;
+const HOST = 3;
+const FORWARDED_FOR = 4;
+const FORWARDED_PROTO = 5;
+const FORWARDED_HOST = 6;
+const FORWARDED_OTHER = 7;
+const CONNECTION = 8;
 
-/** Field names listed in a Connection header, lower-cased; empty for the usual `keep-alive`/`close`. */
+function kindOf(name: string): number {
+  const first = name.charCodeAt(0) | 0x20;
+  switch (name.length) {
+    case 2:
+      return first === 116 /* t */ && name.toLowerCase() === 'te' ? HOP : PLAIN;
+    case 4:
+      return first === 104 /* h */ && name.toLowerCase() === 'host' ? HOST : PLAIN;
+    case 7:
+      if (first === 116 /* t */ && name.toLowerCase() === 'trailer') return HOP;
+      return first === 117 /* u */ && name.toLowerCase() === 'upgrade' ? UPGRADE : PLAIN;
+    case 10: {
+      if (first === 99 /* c */ && name.toLowerCase() === 'connection') return CONNECTION;
+      if (first === 107 /* k */ && name.toLowerCase() === 'keep-alive') return HOP;
+      break;
+    }
+    case 17:
+      if (first === 116 /* t */ && name.toLowerCase() === 'transfer-encoding') return HOP;
+      break;
+  }
+  // Every `Proxy-*` field is meant for the proxy in between, never the backend; a bare `Proxy`
+  // header is dropped too, since CGI-style backends would read it as HTTP_PROXY ("httpoxy").
+  if (first === 112 /* p */ && name.length >= 5) {
+    const lower = name.toLowerCase();
+    if (lower === 'proxy' || lower.startsWith('proxy-')) return HOP;
+  }
+  if (first === 120 /* x */ && name.length >= 12) {
+    const lower = name.toLowerCase();
+    if (lower.startsWith('x-forwarded-')) {
+      if (lower === 'x-forwarded-for') return FORWARDED_FOR;
+      if (lower === 'x-forwarded-proto') return FORWARDED_PROTO;
+      if (lower === 'x-forwarded-host') return FORWARDED_HOST;
+      return FORWARDED_OTHER;
+    }
+  }
+  return PLAIN;
+}
+
+/** Field names listed in a Connection header, lower-cased; none for the usual `keep-alive`/`close`. */
 function connectionListed(raw: readonly string[]): Set<string> | undefined {
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    if (name.length === 10 && name.toLowerCase() === 'connection') {
-      for (const token of (raw[i + 1] as string).split(',')) {
-        const field = token.trim().toLowerCase();
-        if (field !== '' && field !== 'close' && field !== 'keep-alive' && field !== 'upgrade') {
-          listed ??= new Set();
-          listed.add(field);
-        }
+    if (kindOf(raw[i] as string) !== CONNECTION) continue;
+    for (const token of (raw[i + 1] as string).split(',')) {
+      const field = token.trim().toLowerCase();
+      if (field !== '' && field !== 'close' && field !== 'keep-alive' && field !== 'upgrade') {
+        listed ??= new Set();
+        listed.add(field);
       }
     }
   }
   return listed;
-}
-
-function isHopByHop(lower: string, listed: Set<string> | undefined): boolean {
-  return HOP_BY_HOP.has(lower) || listed?.has(lower) === true || isProxyField(lower);
-}
-
-/**
- * Every `Proxy-*` field is meant for the proxy in between, never the backend; a bare `Proxy`
- * header is dropped too, since CGI-style backends would read it as HTTP_PROXY ("httpoxy").
- */
-function isProxyField(lower: string): boolean {
-  return lower.charCodeAt(0) === 112 /* p */ && (lower === 'proxy' || lower.startsWith('proxy-'));
 }
 
 /**
@@ -58,22 +91,33 @@ export function requestHeadersFor(req: ForwardedRequest, upgrade: boolean): stri
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
-    const lower = name.toLowerCase();
-    if (lower.charCodeAt(0) === 120 /* x */ && lower.startsWith('x-forwarded-')) {
-      if (lower === 'x-forwarded-for')
+    switch (kindOf(name)) {
+      case PLAIN:
+        if (listed === undefined || !listed.has(name.toLowerCase())) out.push(name, value);
+        break;
+      case HOST:
+        host = value;
+        if (listed === undefined || !listed.has('host')) out.push(name, value);
+        break;
+      case UPGRADE:
+        if (upgrade) out.push(name, value);
+        break;
+      case FORWARDED_FOR:
         forwardedFor = forwardedFor === undefined ? value : `${forwardedFor}, ${value}`;
-      else if (lower === 'x-forwarded-proto') forwardedProto ??= value;
-      else if (lower === 'x-forwarded-host') forwardedHost ??= value;
-      else out.push(name, value);
-      continue;
+        break;
+      case FORWARDED_PROTO:
+        forwardedProto ??= value;
+        break;
+      case FORWARDED_HOST:
+        forwardedHost ??= value;
+        break;
+      case FORWARDED_OTHER:
+        out.push(name, value);
+        break;
+      default:
+        // Hop-by-hop: not forwarded.
+        break;
     }
-    if (lower === 'host') host = value;
-    if (upgrade && lower === 'upgrade') {
-      out.push(name, value);
-      continue;
-    }
-    if (isHopByHop(lower, listed)) continue;
-    out.push(name, value);
   }
   if (upgrade) out.push('Connection', 'Upgrade');
   const clientIp = req.socket.remoteAddress ?? '';
@@ -90,7 +134,10 @@ export function responseHeadersFor(raw: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    if (!isHopByHop(name.toLowerCase(), listed)) out.push(name, raw[i + 1] as string);
+    const kind = kindOf(name);
+    if (kind === HOP || kind === UPGRADE || kind === CONNECTION) continue;
+    if (listed?.has(name.toLowerCase())) continue;
+    out.push(name, raw[i + 1] as string);
   }
   return out;
 }

@@ -148,31 +148,43 @@ export class ResponseReader {
   private readHead(input: Buffer): Buffer {
     const end = input.indexOf(HEAD_END);
     if (end === -1) return this.wait(input, 'response head');
-    const lines = input.toString('latin1', 0, end).split('\r\n');
-    const statusLine = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0] ?? '');
-    if (statusLine === null) throw new ResponseFormatError('bad status line');
-    const status = Number(statusLine[2]);
+    // One latin1 string for the head, scanned line by line: no regex or split per response.
+    const text = input.toString('latin1', 0, end + 2);
+    if (
+      !text.startsWith('HTTP/1.') ||
+      (text.charCodeAt(7) !== 48 && text.charCodeAt(7) !== 49) ||
+      text.charCodeAt(8) !== 32
+    ) {
+      throw new ResponseFormatError('bad status line');
+    }
+    const status = threeDigits(text, 9);
+    let eol = text.indexOf('\r\n');
+    const afterStatus = text.charCodeAt(12);
+    if (status < 0 || (eol !== 12 && afterStatus !== 32)) throw new ResponseFormatError('bad status line');
+    const statusText = eol > 13 ? text.slice(13, eol) : '';
     const rawHeaders: string[] = [];
     let length: number | undefined;
     let chunked = false;
-    let close = statusLine[1] === '0';
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i] as string;
-      const colon = line.indexOf(':');
-      if (colon <= 0) throw new ResponseFormatError('bad header line');
-      const name = line.slice(0, colon);
-      const value = line.slice(colon + 1).trim();
+    let close = text.charCodeAt(7) === 48;
+    let pos = eol + 2;
+    while (pos < text.length) {
+      eol = text.indexOf('\r\n', pos);
+      const colon = text.indexOf(':', pos);
+      if (colon <= pos || colon > eol) throw new ResponseFormatError('bad header line');
+      const name = text.slice(pos, colon);
+      const value = text.slice(colon + 1, eol).trim();
+      pos = eol + 2;
       rawHeaders.push(name, value);
-      const lower = name.toLowerCase();
-      if (lower === 'content-length') {
+      // Only three names matter for framing: compare lengths before case-folding anything.
+      if (name.length === 14 && name.toLowerCase() === 'content-length') {
         const n = Number(value);
-        if (!Number.isSafeInteger(n) || n < 0 || (length !== undefined && length !== n)) {
+        if (value === '' || !Number.isSafeInteger(n) || n < 0 || (length !== undefined && length !== n)) {
           throw new ResponseFormatError('bad content-length');
         }
         length = n;
-      } else if (lower === 'transfer-encoding') {
+      } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
         chunked = value.toLowerCase().split(',').at(-1)?.trim() === 'chunked';
-      } else if (lower === 'connection') {
+      } else if (name.length === 10 && name.toLowerCase() === 'connection') {
         // HTTP/1.0 responses are never reused, keep-alive or not: only a `close` matters here.
         if (
           value
@@ -206,7 +218,7 @@ export class ResponseReader {
           : 'close';
     this.sink.head({
       status,
-      statusText: statusLine[3] ?? '',
+      statusText,
       rawHeaders,
       keepAlive: this.keepAlive,
       framing,
@@ -214,4 +226,15 @@ export class ResponseReader {
     if (this.state === 'done') this.sink.end();
     return rest;
   }
+}
+
+/** The number of three ASCII digits at `at`, or -1. */
+function threeDigits(text: string, at: number): number {
+  let n = 0;
+  for (let i = at; i < at + 3; i++) {
+    const digit = text.charCodeAt(i) - 48;
+    if (!(digit >= 0 && digit <= 9)) return -1;
+    n = n * 10 + digit;
+  }
+  return n;
 }
