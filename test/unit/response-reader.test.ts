@@ -107,5 +107,24 @@ describe('ResponseReader', () => {
     );
     expect(() => read('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n')).toThrow(/chunk size/);
     expect(() => read(`HTTP/1.1 200 OK\r\nX: ${'a'.repeat(70_000)}`)).toThrow(/too long/);
+    for (const line of [
+      'HTTP/1.2 200 OK',
+      'HTTP/1.1 20x OK',
+      'HTTP/1.1 2000 OK',
+      'HTTP/1.1  200 OK',
+      'HTTP/1.1200 OK',
+    ])
+      expect(() => read(`${line}\r\nContent-Length: 0\r\n\r\n`), line).toThrow(/status line/);
+    expect(() => read('HTTP/1.1 200 OK\r\n: no name\r\n\r\n')).toThrow(/header/);
+    expect(() => read('HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n')).toThrow(/content-length/);
+  });
+
+  it('reads a status line without a reason phrase, and header values with colons and spaces', () => {
+    const r = read('HTTP/1.1 204\r\nX-Time:  12:30:00 \r\nX-Empty:\r\n\r\n');
+    expect(r.head?.status).toBe(204);
+    expect(r.head?.statusText).toBe('');
+    expect(r.head?.rawHeaders).toEqual(['X-Time', '12:30:00', 'X-Empty', '']);
+    expect(r.head?.framing).toBe('none');
+    expect(r.ended).toBe(true);
   });
 });
