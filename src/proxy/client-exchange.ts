@@ -2,9 +2,9 @@
 // socket: the request's body is held until a backend connection takes it (so a refused connection
 // can fail over without losing a byte), and the response head is written in the client's framing.
 
-import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import { ERROR_CODES, type ErrorCode, errorBody } from '../errors.js';
+import type { ErrorCode } from '../errors.js';
+import { errorResponse, httpDate } from './reply.js';
 import type { ParsedHead } from './request-parser.js';
 import type { BodyFraming } from './response-reader.js';
 
@@ -84,19 +84,6 @@ export class ClientRequest {
 const BODY_HIGH_WATER = 64 * 1024;
 
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
-
-let dateText = '';
-let dateSecond = 0;
-
-/** The IMF-fixdate of this second, for responses that come without a Date (RFC 9110 6.6.1). */
-function httpDate(): string {
-  const second = Math.floor(Date.now() / 1000);
-  if (second !== dateSecond) {
-    dateSecond = second;
-    dateText = new Date(second * 1000).toUTCString();
-  }
-  return dateText;
-}
 
 export class ClientExchange {
   /** The whole request (head and body) has been read. */
@@ -245,26 +232,12 @@ export class ClientExchange {
       this.abandon();
       return;
     }
-    const status = ERROR_CODES[code].status;
-    const body = errorBody(code);
     // A body still on its way makes the connection unusable for the next request.
     const keepAlive = this.request.keepAlive && !this.owner.closing && this.complete;
     this.closeAfter = !keepAlive;
     this.headersSent = true;
-    this.socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n` +
-        'Content-Type: application/json; charset=utf-8\r\n' +
-        `Content-Length: ${body.length}\r\n` +
-        'Cache-Control: no-store\r\n' +
-        `Date: ${httpDate()}\r\n` +
-        (keepAlive
-          ? this.request.httpVersionMinor === 0
-            ? 'Connection: keep-alive\r\n'
-            : ''
-          : 'Connection: close\r\n') +
-        `\r\n${body.toString('latin1')}`,
-      'latin1',
-    );
+    const connection = keepAlive ? (this.request.httpVersionMinor === 0 ? 'keep-alive' : undefined) : 'close';
+    this.socket.write(errorResponse(code, connection), 'latin1');
     this.finish();
   }
 

@@ -1,23 +1,37 @@
-// Error replies to clients: a status and a JSON body from the list of coded errors, on an HTTP
-// response or, for a failed WebSocket upgrade, written raw onto the client socket.
+// Error replies written raw onto a client socket that is closed after them (a failed WebSocket
+// upgrade, a request llhttp refused): a status and a JSON body from the list of coded errors.
+// Replies inside a keep-alive exchange are ClientExchange.replyError.
 
-import type { ServerResponse } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { ERROR_CODES, type ErrorCode, errorBody } from '../errors.js';
 
-export function replyError(res: ServerResponse, code: ErrorCode): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
+let dateText = '';
+let dateSecond = 0;
+
+/** The IMF-fixdate of this second, for responses that come without a Date (RFC 9110 6.6.1). */
+export function httpDate(): string {
+  const second = Math.floor(Date.now() / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(second * 1000).toUTCString();
   }
+  return dateText;
+}
+
+/** A whole error response for `code`; `connection` is the Connection field's value, if any. */
+export function errorResponse(code: ErrorCode, connection: string | undefined): string {
+  const status = ERROR_CODES[code].status;
   const body = errorBody(code);
-  res.writeHead(ERROR_CODES[code].status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': body.length,
-    'cache-control': 'no-store',
-  });
-  res.end(body);
+  return (
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n` +
+    'Content-Type: application/json; charset=utf-8\r\n' +
+    `Content-Length: ${body.length}\r\n` +
+    'Cache-Control: no-store\r\n' +
+    `Date: ${httpDate()}\r\n` +
+    (connection === undefined ? '' : `Connection: ${connection}\r\n`) +
+    `\r\n${body.toString('latin1')}`
+  );
 }
 
 export function replyErrorOnSocket(socket: Duplex, code: ErrorCode): void {
@@ -25,16 +39,7 @@ export function replyErrorOnSocket(socket: Duplex, code: ErrorCode): void {
     socket.destroy();
     return;
   }
-  const status = ERROR_CODES[code].status;
-  const body = errorBody(code);
-  endThenDestroy(
-    socket,
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n` +
-      'Content-Type: application/json; charset=utf-8\r\n' +
-      `Content-Length: ${body.length}\r\n` +
-      'Connection: close\r\n\r\n' +
-      body.toString(),
-  );
+  endThenDestroy(socket, errorResponse(code, 'close'));
 }
 
 /** How long a client that does not read its last bytes keeps its socket. */
