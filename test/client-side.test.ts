@@ -1,8 +1,17 @@
 // The side facing clients (llhttp driven directly on plain TCP): pipelining, limits and timeouts
 // of request heads, keep-alive, framing for HTTP/1.0 clients, 100-continue and methods that are
 // not proxied. Real proxy process, real backends, raw sockets so every byte is ours.
+import net, { type AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { connectRaw, readAll, startBackends, startProxy, type TestProxy, waitUntil } from './helpers.js';
+import {
+  connectRaw,
+  onCleanup,
+  readAll,
+  startBackends,
+  startProxy,
+  type TestProxy,
+  waitUntil,
+} from './helpers.js';
 
 const ROOMS = { from: [{ path: '/rooms/:room' }, { query: 'room' }], onMissing: 'reject' };
 
@@ -140,5 +149,58 @@ describe('client connections', () => {
       expect(await reply).toMatch(answer);
     }
     expect(proxy.child.exitCode).toBeNull();
+  });
+});
+
+describe('request bodies and early answers', () => {
+  it('closes both connections cleanly when the backend answers before the body is in', async () => {
+    // A backend that refuses every upload at once and keeps its socket open.
+    const backend = net.createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.once('data', () => socket.write('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n'));
+    });
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => backend.close(() => resolve())));
+    const openBackendSockets = (): Promise<number> =>
+      new Promise((resolve) => backend.getConnections((_e, n) => resolve(n)));
+    const proxy = await startProxy({
+      room: ROOMS,
+      backends: [{ id: 'early', url: `http://127.0.0.1:${(backend.address() as AddressInfo).port}` }],
+    });
+    const socket = await connectRaw(proxy.port, true);
+    let text = '';
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+    });
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.write('POST /rooms/r1 HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n');
+    socket.write(Buffer.alloc(20_000, 97));
+    await waitUntil(async () => text.includes('\r\n\r\n'), 3000);
+    // The half-sent request's backend connection is closed, not pooled.
+    await waitUntil(async () => (await openBackendSockets()) === 0, 3000);
+    // The rest of the upload still arrives; the proxy reads and drops it, then both sides close.
+    socket.end(Buffer.alloc(180_000, 97));
+    await closed;
+    expect(text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(text).toMatch(/\r\nConnection: close\r\n/i);
+    expect(await openBackendSockets()).toBe(0);
+  });
+
+  it('lets a slow upload take longer than timeouts.response: only the wait for the answer counts', async () => {
+    const proxy = await proxyWith({ timeouts: { response: '1s' } });
+    const socket = await connectRaw(proxy.port);
+    const reply = readAll(socket);
+    const parts = ['one ', 'two ', 'three ', 'four ', 'five'];
+    const length = parts.join('').length;
+    socket.write(
+      `POST /rooms/r1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: ${length}\r\n\r\n`,
+    );
+    for (const part of parts) {
+      await new Promise((resolve) => setTimeout(resolve, 450));
+      socket.write(part);
+    }
+    const [answer] = responses(await reply);
+    expect(answer?.status).toBe(200);
+    expect(JSON.parse(unchunked(answer?.body ?? '{}')).body).toBe(parts.join(''));
   });
 });

@@ -5,7 +5,7 @@
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import { ClientExchange, ClientRequest, type ExchangeOwner } from './client-exchange.js';
-import { endThenDestroy, replyErrorOnSocket } from './reply.js';
+import { endThenDestroy, lingerThenDestroy, replyErrorOnSocket } from './reply.js';
 import { type ParsedHead, type ParseError, type ParserEvents, RequestParser } from './request-parser.js';
 
 export interface ConnectionHandler {
@@ -97,7 +97,8 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
    */
   tick(keepAliveTicks: number, headTicksLimit: number): void {
     if (this.gone) return;
-    if (this.headTicks >= 0) {
+    // A pipelined head waits while the request before it is answered: its time starts after.
+    if (this.headTicks >= 0 && this.current === undefined) {
       if (++this.headTicks > headTicksLimit && headTicksLimit > 0)
         this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
       return;
@@ -289,12 +290,28 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
     this.updateFlow();
   }
 
-  /** Ends the connection once what was written is sent; a client that never closes is cut. */
+  /**
+   * Ends the connection once what was written is sent; a client that never closes is cut. A
+   * request body still arriving is read and dropped until the client closes (at most the linger
+   * time): closing with unread bytes would reset the connection and could destroy the response
+   * before the client read it.
+   */
   private closeAfterWrites(): void {
     if (this.gone) return;
-    this.stopReading();
+    const unread = this.reading !== undefined;
     for (const exchange of this.waiting.splice(0)) exchange.abort();
     this.reading = undefined;
-    if (!this.socket.destroyed) endThenDestroy(this.socket);
+    if (this.socket.destroyed) return;
+    if (!unread) {
+      this.stopReading();
+      endThenDestroy(this.socket);
+      return;
+    }
+    this.socket.off('data', onSocketData);
+    if (this.parser.consuming) {
+      this.parser.setReading(true);
+      this.parser.unconsume();
+    }
+    lingerThenDestroy(this.socket);
   }
 }

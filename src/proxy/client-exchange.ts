@@ -139,7 +139,13 @@ export class ClientExchange {
 
   /** Hands the body to `onChunk` (held chunks first), then calls `onEnd`. */
   readBody(onChunk: (chunk: Buffer) => void, onEnd: () => void): void {
-    if (this.request.expectsContinue && !this.complete && !this.headersSent) this.socket.write(CONTINUE);
+    if (
+      this.request.expectsContinue &&
+      this.request.httpVersionMinor >= 1 &&
+      !this.complete &&
+      !this.headersSent
+    )
+      this.socket.write(CONTINUE);
     const held = this.pending;
     this.pending = undefined;
     this.pendingBytes = 0;
@@ -180,10 +186,12 @@ export class ClientExchange {
    */
   writeHead(status: number, statusText: string, headers: readonly string[], framing: BodyFraming): void {
     const { request } = this;
-    let keepAlive = request.keepAlive && !this.owner.closing;
+    // The rest of a request body still coming cannot be skipped safely: the connection closes.
+    let keepAlive = request.keepAlive && !this.owner.closing && this.complete;
+    const unknownLength = framing === 'chunked' || framing === 'close';
     let rechunk = false;
-    if (framing === 'chunked' || framing === 'close') {
-      // A length is unknown: HTTP/1.1 clients get chunks, HTTP/1.0 clients a body up to the close.
+    if (unknownLength) {
+      // HTTP/1.1 clients get chunks, HTTP/1.0 clients a body up to the close.
       if (request.httpVersionMinor >= 1) rechunk = true;
       else keepAlive = false;
     }
@@ -192,8 +200,8 @@ export class ClientExchange {
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i] as string;
       if (name.length === 4 && name.toLowerCase() === 'date') dated = true;
-      // With chunks of our own, a Content-Length the backend sent beside its chunking is void.
-      else if (rechunk && name.length === 14 && name.toLowerCase() === 'content-length') continue;
+      // A Content-Length the backend sent beside its chunking is void (RFC 9112 6.3).
+      else if (unknownLength && name.length === 14 && name.toLowerCase() === 'content-length') continue;
       head += `${name}: ${headers[i + 1]}\r\n`;
     }
     if (!dated) head += `Date: ${httpDate()}\r\n`;

@@ -140,6 +140,8 @@ class Attempt implements ResponseSink, UpstreamOwner {
   private requestSent = false;
   private bytesRead = false;
   private keepAlive = false;
+  /** The client socket is backed up and a 'drain' listener waits (one at a time). */
+  private awaitingDrain = false;
   private connectTimer: NodeJS.Timeout | undefined;
   private readonly reader: ResponseReader;
 
@@ -191,12 +193,17 @@ class Attempt implements ResponseSink, UpstreamOwner {
   };
 
   private readonly sendBytes = (chunk: Buffer): void => {
-    if (!(this.connection as UpstreamConnection).socket.write(chunk)) this.exchange.client.pauseBody();
+    const connection = this.connection as UpstreamConnection;
+    // A body still going out keeps the exchange alive: the backend answers once it has it.
+    connection.touch();
+    if (!connection.socket.write(chunk)) this.exchange.client.pauseBody();
   };
 
   private readonly sendChunk = (chunk: Buffer): void => {
     if (chunk.length === 0) return;
-    const socket = (this.connection as UpstreamConnection).socket;
+    const connection = this.connection as UpstreamConnection;
+    connection.touch();
+    const socket = connection.socket;
     // Corked, the size line, the data and the CRLF leave in one writev.
     socket.cork();
     socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
@@ -248,20 +255,33 @@ class Attempt implements ResponseSink, UpstreamOwner {
 
   body(chunk: Buffer): void {
     const { client } = this.exchange;
-    if (!client.write(chunk)) {
+    if (!client.write(chunk) && !this.awaitingDrain) {
+      this.awaitingDrain = true;
       this.connection?.socket.pause();
       client.socket.once('drain', this.resumeResponse);
     }
   }
 
   private readonly resumeResponse = (): void => {
+    this.awaitingDrain = false;
     this.connection?.socket.resume();
   };
 
   end(): void {
     // The connection goes back to the pool first: a pipelined request next in line may take it.
-    if (this.requestSent || this.reader.endsAtClose) this.release();
+    // A backend that answered before the whole request body was sent has a half-sent request on
+    // its connection: that one is closed instead, and so is the client's (ClientExchange).
+    if (this.requestSent) this.release();
+    else this.drop();
     this.exchange.client.end();
+  }
+
+  /** Settles without returning the connection to the pool. */
+  private drop(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.detach();
+    this.connection?.destroy();
   }
 
   /** Both messages are complete: the connection goes back to the pool, or is closed. */
@@ -303,13 +323,8 @@ class Attempt implements ResponseSink, UpstreamOwner {
     this.fail(this.connected ? 'ROOMRING_RESPONSE_TIMEOUT' : 'ROOMRING_CONNECT_TIMEOUT');
   }
 
-  private readonly onClientClose = (): void => {
-    if (this.settled) return;
-    // The client went away: drop the backend exchange too, so no pooled socket is left half-used.
-    this.settled = true;
-    this.detach();
-    this.connection?.destroy();
-  };
+  // The client went away: drop the backend exchange too, so no pooled socket is left half-used.
+  private readonly onClientClose = (): void => this.drop();
 
   /** One verdict per attempt: a later error must not touch a resend or failover under way. */
   private fail(code: string): void {

@@ -49,9 +49,10 @@ export class ProxyServer implements ConnectionHandler {
     const options = forwardOptions(config);
     this.http = new HttpForwarder(pool, options, observer);
     this.ws = new WebSocketForwarder(pool, this.tracker, options, observer);
-    // Clients are served on plain TCP with llhttp (ClientConnection); allowHalfOpen lets a client
-    // that sent its request and FIN still get its answer. There is no total request time: long
-    // uploads and streams are bounded by `timeouts.idle` on the backend side.
+    // Clients are served on plain TCP with llhttp (ClientConnection). allowHalfOpen: a client's
+    // FIN is handled there (an idle connection ends, one with a request in flight is dropped),
+    // not answered by Node on its own. There is no total request time: long uploads and streams
+    // are bounded by `timeouts.idle` on the backend side.
     this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
       this.connections.add(new ClientConnection(socket, this));
     });
@@ -130,7 +131,8 @@ export class ProxyServer implements ConnectionHandler {
       return;
     }
     const target = this.target(exchange.request);
-    if (target instanceof Promise) target.then((t) => this.sendRequest(exchange, t));
+    if (target instanceof Promise)
+      target.then((t) => this.sendRequest(exchange, t)).catch(() => exchange.abandon());
     else this.sendRequest(exchange, target);
   }
 
@@ -150,7 +152,8 @@ export class ProxyServer implements ConnectionHandler {
       return;
     }
     const target = this.target(req);
-    if (target instanceof Promise) target.then((t) => this.sendUpgrade(req, socket, head, t));
+    if (target instanceof Promise)
+      target.then((t) => this.sendUpgrade(req, socket, head, t)).catch(() => socket.destroy());
     else this.sendUpgrade(req, socket, head, target);
   }
 

@@ -55,3 +55,17 @@ export function endThenDestroy(socket: Duplex, data?: string | Buffer): void {
   socket.once('finish', () => socket.destroy());
   socket.end(data);
 }
+
+/**
+ * Ends our side and reads and drops whatever the client still sends, until it closes or
+ * LINGER_MS pass: a socket closed with unread bytes sends a reset, which can discard the last
+ * response at the client before it was read.
+ */
+export function lingerThenDestroy(socket: Duplex): void {
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  socket.once('close', () => clearTimeout(timer));
+  socket.once('end', () => socket.destroy());
+  socket.on('data', () => {});
+  socket.resume();
+  socket.end();
+}

@@ -30,6 +30,8 @@ export class ResponseFormatError extends Error {
 const MAX_HEAD = 64 * 1024;
 const CRLF = Buffer.from('\r\n');
 const HEAD_END = Buffer.from('\r\n\r\n');
+/** A chunk size: hex digits, at most 2^52 (13 digits). */
+const HEX_SIZE = /^[0-9A-Fa-f]{1,13}$/;
 
 type State =
   | 'head'
@@ -103,8 +105,10 @@ export class ResponseReader {
       case 'chunk-size': {
         const eol = input.indexOf(CRLF);
         if (eol === -1) return this.wait(input, 'chunk size line');
-        const size = Number.parseInt(input.toString('latin1', 0, eol).split(';')[0]?.trim() ?? '', 16);
-        if (!Number.isFinite(size) || size < 0) throw new ResponseFormatError('bad chunk size');
+        const digits = input.toString('latin1', 0, eol).split(';')[0]?.trim() ?? '';
+        // Hex digits only: parseInt would take '0x10' or '1zz' as sizes.
+        if (!HEX_SIZE.test(digits)) throw new ResponseFormatError('bad chunk size');
+        const size = Number.parseInt(digits, 16);
         this.remaining = size;
         this.state = size === 0 ? 'trailers' : 'chunk-data';
         return input.subarray(eol + 2);

@@ -76,6 +76,11 @@ export class UpstreamConnection {
     this.activeTick = tick;
   }
 
+  /** Traffic the other way (a request body going out) counts as activity too. */
+  touch(): void {
+    this.activeTick = tick;
+  }
+
   /** The chunk passed to upstreamData stays referenced (queued for a write): reads go elsewhere. */
   retain(): void {
     this.retained = true;

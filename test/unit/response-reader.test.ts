@@ -105,7 +105,10 @@ describe('ResponseReader', () => {
     expect(() => read('HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n')).toThrow(
       /content-length/,
     );
-    expect(() => read('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n')).toThrow(/chunk size/);
+    for (const size of ['zz', '0x10', '1zz', '-1', '', '10000000000000'])
+      expect(() => read(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${size}\r\n`), size).toThrow(
+        /chunk size/,
+      );
     expect(() => read(`HTTP/1.1 200 OK\r\nX: ${'a'.repeat(70_000)}`)).toThrow(/too long/);
     for (const line of [
       'HTTP/1.2 200 OK',
