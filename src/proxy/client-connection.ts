@@ -160,9 +160,11 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
     }
     if (this.upgradeRequest !== undefined && this.upgradeHead === undefined) {
       this.upgradeHead = (data ?? this.parser.currentBuffer()).subarray(result);
-      this.stopReading();
     }
     this.next();
+    // An upgrade behind a request in flight waits for its turn without reading; one with nothing
+    // before it was handed over by next() with reading untouched (no stop and restart).
+    if (this.upgradeRequest !== undefined) this.stopReading();
     this.updateFlow();
   }
 
