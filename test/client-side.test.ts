@@ -69,6 +69,25 @@ describe('client connections', () => {
     }
   });
 
+  it('holds an upgrade sent behind a request in flight until that request is answered', async () => {
+    const proxy = await proxyWith();
+    const socket = await connectRaw(proxy.port);
+    let text = '';
+    socket.on('data', (d: Buffer) => {
+      text += d.toString('latin1');
+    });
+    socket.write(
+      'GET /slow?ms=300&room=r1 HTTP/1.1\r\nHost: x\r\n\r\n' +
+        'GET /rooms/r1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    );
+    await waitUntil(async () => text.includes('HTTP/1.1 101 '), 3000);
+    const first = text.indexOf('HTTP/1.1 200 ');
+    expect(first).toBe(0);
+    expect(text.indexOf('HTTP/1.1 101 ')).toBeGreaterThan(first);
+    expect(proxy.child.exitCode).toBeNull();
+  });
+
   it('answers 431 with a coded error to a head over 16 KiB and closes the connection', async () => {
     const proxy = await proxyWith();
     const socket = await connectRaw(proxy.port);
