@@ -76,7 +76,7 @@ function loadBinding(): NativeParserClass {
     .HTTPParser;
   if (typeof parser !== 'function' || typeof parser.kOnHeadersComplete !== 'number') {
     throw new Error(
-      `node ${process.version} does not expose llhttp's HTTPParser: roomring needs Node 20 to 24`,
+      `node ${process.version} does not expose llhttp's HTTPParser: roomring is tested on Node 20, 22 and 24`,
     );
   }
   return parser;
