@@ -4,6 +4,7 @@
 
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
+import { isField } from './headers.js';
 import { errorResponse, httpDate } from './reply.js';
 import type { ParsedHead } from './request-parser.js';
 import type { BodyFraming } from './response-reader.js';
@@ -50,10 +51,9 @@ export class ClientRequest {
     const raw = head.rawHeaders;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i] as string;
-      // Only three names matter here: compare lengths before case-folding anything.
-      if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') chunked = true;
-      else if (name.length === 14 && name.toLowerCase() === 'content-length') length = raw[i + 1] !== '0';
-      else if (name.length === 6 && name.toLowerCase() === 'expect')
+      if (isField(name, 'transfer-encoding')) chunked = true;
+      else if (isField(name, 'content-length')) length = raw[i + 1] !== '0';
+      else if (isField(name, 'expect'))
         expectsContinue = (raw[i + 1] as string).toLowerCase() === '100-continue';
     }
     this.chunked = chunked;
@@ -199,9 +199,9 @@ export class ClientExchange {
     let dated = false;
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i] as string;
-      if (name.length === 4 && name.toLowerCase() === 'date') dated = true;
+      if (isField(name, 'date')) dated = true;
       // A Content-Length the backend sent beside its chunking is void (RFC 9112 6.3).
-      else if (unknownLength && name.length === 14 && name.toLowerCase() === 'content-length') continue;
+      else if (unknownLength && isField(name, 'content-length')) continue;
       head += `${name}: ${headers[i + 1]}\r\n`;
     }
     if (!dated) head += `Date: ${httpDate()}\r\n`;

@@ -11,6 +11,25 @@ export interface ForwardedRequest {
   readonly socket: Socket;
 }
 
+/**
+ * Whether `name` begins with `lower` (lower-case letters, digits and '-'), ignoring the case of
+ * letters, without building a lower-cased copy.
+ */
+export function startsWithField(name: string, lower: string): boolean {
+  if (name.length < lower.length) return false;
+  for (let i = 0; i < lower.length; i++) {
+    const c = name.charCodeAt(i);
+    const l = lower.charCodeAt(i);
+    if (c !== l && !(l >= 97 && l <= 122 && c === l - 32)) return false;
+  }
+  return true;
+}
+
+/** Whether field name `name` is `lower`, ignoring the case of letters. */
+export function isField(name: string, lower: string): boolean {
+  return name.length === lower.length && startsWithField(name, lower);
+}
+
 // What a field name means to the proxy. Names are classified by length and first letter before
 // anything is lower-cased: most fields are none of these, and cost two comparisons.
 const PLAIN = 0;
@@ -27,35 +46,29 @@ function kindOf(name: string): number {
   const first = name.charCodeAt(0) | 0x20;
   switch (name.length) {
     case 2:
-      return first === 116 /* t */ && name.toLowerCase() === 'te' ? HOP : PLAIN;
+      return isField(name, 'te') ? HOP : PLAIN;
     case 4:
-      return first === 104 /* h */ && name.toLowerCase() === 'host' ? HOST : PLAIN;
+      return isField(name, 'host') ? HOST : PLAIN;
     case 7:
-      if (first === 116 /* t */ && name.toLowerCase() === 'trailer') return HOP;
-      return first === 117 /* u */ && name.toLowerCase() === 'upgrade' ? UPGRADE : PLAIN;
+      if (isField(name, 'trailer')) return HOP;
+      return isField(name, 'upgrade') ? UPGRADE : PLAIN;
     case 10: {
-      if (first === 99 /* c */ && name.toLowerCase() === 'connection') return CONNECTION;
-      if (first === 107 /* k */ && name.toLowerCase() === 'keep-alive') return HOP;
+      if (isField(name, 'connection')) return CONNECTION;
+      if (isField(name, 'keep-alive')) return HOP;
       break;
     }
     case 17:
-      if (first === 116 /* t */ && name.toLowerCase() === 'transfer-encoding') return HOP;
+      if (isField(name, 'transfer-encoding')) return HOP;
       break;
   }
   // Every `Proxy-*` field is meant for the proxy in between, never the backend; a bare `Proxy`
   // header is dropped too, since CGI-style backends would read it as HTTP_PROXY ("httpoxy").
-  if (first === 112 /* p */ && name.length >= 5) {
-    const lower = name.toLowerCase();
-    if (lower === 'proxy' || lower.startsWith('proxy-')) return HOP;
-  }
-  if (first === 120 /* x */ && name.length >= 12) {
-    const lower = name.toLowerCase();
-    if (lower.startsWith('x-forwarded-')) {
-      if (lower === 'x-forwarded-for') return FORWARDED_FOR;
-      if (lower === 'x-forwarded-proto') return FORWARDED_PROTO;
-      if (lower === 'x-forwarded-host') return FORWARDED_HOST;
-      return FORWARDED_OTHER;
-    }
+  if (first === 112 /* p */ && (isField(name, 'proxy') || startsWithField(name, 'proxy-'))) return HOP;
+  if (first === 120 /* x */ && startsWithField(name, 'x-forwarded-')) {
+    if (isField(name, 'x-forwarded-for')) return FORWARDED_FOR;
+    if (isField(name, 'x-forwarded-proto')) return FORWARDED_PROTO;
+    if (isField(name, 'x-forwarded-host')) return FORWARDED_HOST;
+    return FORWARDED_OTHER;
   }
   return PLAIN;
 }

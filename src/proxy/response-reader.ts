@@ -2,6 +2,8 @@
 // then the body by its framing (Content-Length, chunked, or until the connection closes).
 // Interim 1xx responses are skipped. Pure: no sockets, so every framing case is unit-tested.
 
+import { isField } from './headers.js';
+
 export interface ResponseHead {
   status: number;
   statusText: string;
@@ -179,16 +181,16 @@ export class ResponseReader {
       const value = text.slice(colon + 1, eol).trim();
       pos = eol + 2;
       rawHeaders.push(name, value);
-      // Only three names matter for framing: compare lengths before case-folding anything.
-      if (name.length === 14 && name.toLowerCase() === 'content-length') {
+      // Only three names matter for framing.
+      if (isField(name, 'content-length')) {
         const n = Number(value);
         if (value === '' || !Number.isSafeInteger(n) || n < 0 || (length !== undefined && length !== n)) {
           throw new ResponseFormatError('bad content-length');
         }
         length = n;
-      } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
+      } else if (isField(name, 'transfer-encoding')) {
         chunked = value.toLowerCase().split(',').at(-1)?.trim() === 'chunked';
-      } else if (name.length === 10 && name.toLowerCase() === 'connection') {
+      } else if (isField(name, 'connection')) {
         // HTTP/1.0 responses are never reused, keep-alive or not: only a `close` matters here.
         if (
           value

@@ -4,7 +4,13 @@ import type { IncomingMessage } from 'node:http';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { requestHead, requestHeadersFor, responseHeadersFor } from '../../src/proxy/headers.js';
+import {
+  isField,
+  requestHead,
+  requestHeadersFor,
+  responseHeadersFor,
+  startsWithField,
+} from '../../src/proxy/headers.js';
 import { onCleanup } from '../helpers.js';
 
 /** The request a real Node server parses from `head` (sent raw, so every byte is ours). */
@@ -174,5 +180,20 @@ describe('response headers to the client', () => {
   it('keeps everything when there is nothing hop-by-hop', () => {
     const raw = ['Content-Length', '2', 'Cache-Control', 'no-store'];
     expect(responseHeadersFor(raw)).toEqual(raw);
+  });
+});
+
+describe('field names compared without lower-casing', () => {
+  it('ignores the case of letters only', () => {
+    expect(isField('Content-Length', 'content-length')).toBe(true);
+    expect(isField('CONTENT-LENGTH', 'content-length')).toBe(true);
+    expect(isField('content-length', 'content-length')).toBe(true);
+    expect(isField('Content_Length', 'content-length')).toBe(false);
+    expect(isField('Content\rLength', 'content-length')).toBe(false);
+    expect(isField('Content-Lengths', 'content-length')).toBe(false);
+    expect(isField('X-Forwarded-For', 'x-forwarded-for')).toBe(true);
+    expect(startsWithField('Proxy-Authorization', 'proxy-')).toBe(true);
+    expect(startsWithField('Proxy', 'proxy-')).toBe(false);
+    expect(startsWithField('Proxyish', 'proxy-')).toBe(false);
   });
 });
