@@ -160,7 +160,7 @@ export class ClientExchange {
     this.owner.updateFlow();
   }
 
-  /** Stops taking the body (the consumer stops reading the body while its backend is backed up). */
+  /** The consumer lets go of the body (its attempt ended); what still arrives is held or dropped. */
   stopBody(): void {
     this.onChunk = undefined;
     this.onEnd = undefined;
@@ -182,7 +182,8 @@ export class ClientExchange {
 
   /**
    * Writes the response head: the backend's end-to-end fields, a Date if it sent none, and the
-   * framing and Connection fields of this client's hop. The head is buffered until uncork().
+   * framing and Connection fields of this client's hop. Callers cork the socket around it, so the
+   * head and the first body bytes leave in one writev.
    */
   writeHead(status: number, statusText: string, headers: readonly string[], framing: BodyFraming): void {
     const { request } = this;
