@@ -88,6 +88,35 @@ describe('client connections', () => {
     expect(proxy.child.exitCode).toBeNull();
   });
 
+  it('reads a request that arrives a few bytes at a time, head and body', async () => {
+    const proxy = await proxyWith();
+    const socket = await connectRaw(proxy.port);
+    socket.setNoDelay(true);
+    const reply = readAll(socket);
+    // Over 32 fields, and in separate segments: the binding hands the head over in pieces (its
+    // kOnHeaders path), the URL with the first piece.
+    const many = Array.from({ length: 40 }, (_, i) => `X-Field-${i}: value ${i}\r\n`).join('');
+    const text =
+      `POST /rooms/r1/split?part=one HTTP/1.1\r\nHost: x\r\n${many}X-Split-Header: across reads\r\n` +
+      'Content-Length: 11\r\nConnection: close\r\n\r\nhello world';
+    for (let i = 0; i < text.length; i += 7) {
+      socket.write(text.slice(i, i + 7));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const [answer] = responses(await reply);
+    expect(answer?.status).toBe(200);
+    const seen = JSON.parse(unchunked(answer?.body ?? '{}')) as {
+      url: string;
+      body: string;
+      headers: Record<string, string>;
+    };
+    expect(seen.url).toBe('/rooms/r1/split?part=one');
+    expect(seen.body).toBe('hello world');
+    expect(seen.headers['x-split-header']).toBe('across reads');
+    expect(seen.headers['x-field-0']).toBe('value 0');
+    expect(seen.headers['x-field-39']).toBe('value 39');
+  });
+
   it('answers 431 with a coded error to a head over 16 KiB and closes the connection', async () => {
     const proxy = await proxyWith();
     const socket = await connectRaw(proxy.port);
