@@ -5,8 +5,10 @@ import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import {
   backendsConfig,
+  connectRaw,
   freePort,
   openSocket,
+  readAll,
   request,
   runCli,
   startBackends,
@@ -97,9 +99,14 @@ describe('admin API', () => {
     expect(metrics.body).toMatch(/roomring_ring_rebuilds_total 1/);
     expect(metrics.body).toMatch(/roomring_placement_seconds_bucket/);
     await request(`${proxy.url}/no-room`);
-    expect((await request(`${admin}/metrics`)).body).toMatch(
-      /roomring_errors_total\{code="ROOMRING_E_NO_ROOM"\} 1/,
-    );
+    // A request llhttp refuses is counted too.
+    const garbage = await connectRaw(proxy.port);
+    const refused = readAll(garbage);
+    garbage.write('NOT HTTP AT ALL\r\n\r\n');
+    expect(await refused).toMatch(/^HTTP\/1\.1 400 /);
+    const counted = (await request(`${admin}/metrics`)).body;
+    expect(counted).toMatch(/roomring_errors_total\{code="ROOMRING_E_NO_ROOM"\} 1/);
+    expect(counted).toMatch(/roomring_errors_total\{code="ROOMRING_E_BAD_REQUEST"\} 1/);
 
     expect((await getJson<{ ok: boolean }>(`${admin}/healthz`)).body).toEqual({ ok: true });
     expect((await request(`${admin}/nope`)).status).toBe(404);

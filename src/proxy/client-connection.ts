@@ -15,6 +15,8 @@ export interface ConnectionHandler {
   upgrade(request: ClientRequest, socket: Socket, head: Buffer): void;
   /** The connection is closed and forgotten. */
   closed(connection: ClientConnection): void;
+  /** A request was refused before it had a turn (bad HTTP, too large, too slow, CONNECT). */
+  refused(code: ErrorCode): void;
 }
 
 const CONNECTION = Symbol('connection');
@@ -208,6 +210,7 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
 
   private failRequest(code: ErrorCode): void {
     this.headTicks = -1;
+    this.handler.refused(code);
     const current = this.current;
     this.current = undefined;
     for (const exchange of this.waiting.splice(0)) exchange.abort();
@@ -256,6 +259,7 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
     this.parser.release();
     this.handler.closed(this);
     if (request.method === 'CONNECT') {
+      this.handler.refused('ROOMRING_E_METHOD_NOT_ALLOWED');
       socket.on('error', () => socket.destroy());
       replyErrorOnSocket(socket, 'ROOMRING_E_METHOD_NOT_ALLOWED');
       return;

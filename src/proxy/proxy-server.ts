@@ -169,6 +169,11 @@ export class ProxyServer implements ConnectionHandler {
     this.connections.delete(connection);
   }
 
+  /** @internal ConnectionHandler: counted with the other error replies. */
+  refused(code: ErrorCode): void {
+    this.observer?.error(code);
+  }
+
   /**
    * Stops accepting, lets in-flight HTTP requests finish, sends every tunnel a 1001 close frame
    * (to the client unmasked, to the backend masked), and resolves when all is closed or the
