@@ -9,8 +9,8 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makePeer } from './lib/peers.js';
-import { freePort, installCleanup, start, stopAll, treeCpu } from './lib/procs.js';
+import { makePeer, startBackends } from './lib/peers.js';
+import { freePort, installCleanup, stopAll, treeCpu } from './lib/procs.js';
 import { wrk } from './lib/wrk.js';
 import { startClient } from './lib/ws-client.js';
 
@@ -59,18 +59,7 @@ async function measure(root, mode, dir, backendPorts, client) {
 async function main() {
   installCleanup();
   const dir = mkdtempSync(join(os.tmpdir(), 'roomring-compare-'));
-  const backendPorts = [await freePort(), await freePort(), await freePort()];
-  for (const [i, port] of backendPorts.entries()) {
-    await start(
-      `backend b${i + 1}`,
-      process.execPath,
-      [join(BENCH, 'servers/backend.js'), `b${i + 1}`, String(port)],
-      {
-        ready: /listening on/,
-        cwd: BENCH,
-      },
-    );
-  }
+  const backendPorts = (await startBackends()).ports;
   const client = await startClient();
   try {
     for (const mode of modes) {

@@ -22,8 +22,8 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { summarize } from './cpuprofile-summary.js';
-import { makePeer } from './lib/peers.js';
-import { freePort, installCleanup, start, stopAll, treeCpu } from './lib/procs.js';
+import { makePeer, startBackends } from './lib/peers.js';
+import { freePort, installCleanup, stopAll, treeCpu } from './lib/procs.js';
 import { wrk } from './lib/wrk.js';
 import { startClient } from './lib/ws-client.js';
 
@@ -74,17 +74,9 @@ async function main() {
   const backends = [];
   let client;
   try {
-    const backendPorts = [await freePort(), await freePort(), await freePort()];
-    for (const [i, port] of backendPorts.entries()) {
-      backends.push(
-        await start(
-          `backend b${i + 1}`,
-          process.execPath,
-          [join(BENCH, 'servers/backend.js'), `b${i + 1}`, String(port)],
-          { ready: /listening on/, cwd: BENCH },
-        ),
-      );
-    }
+    const started = await startBackends();
+    backends.push(...started.procs);
+    const backendPorts = started.ports;
     client = await startClient();
     for (const mode of modes) {
       const name = `roomring-${mode}.cpuprofile`;

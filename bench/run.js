@@ -22,7 +22,7 @@ import {
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { makePeer } from './lib/peers.js';
+import { makePeer, startBackends } from './lib/peers.js';
 import {
   freePort,
   installCleanup,
@@ -30,7 +30,6 @@ import {
   ownCpuSeconds,
   run,
   sleep,
-  start,
   stopAll,
   treeCpu,
   treeRss,
@@ -387,20 +386,9 @@ async function main() {
   let client;
   let result;
   try {
-    const backendPorts = [await freePort(), await freePort(), await freePort()];
-    for (const [i, port] of backendPorts.entries()) {
-      backends.push(
-        await start(
-          `backend b${i + 1}`,
-          process.execPath,
-          [join(BENCH, 'servers/backend.js'), `b${i + 1}`, String(port)],
-          {
-            ready: /listening on/,
-            cwd: BENCH,
-          },
-        ),
-      );
-    }
+    const started = await startBackends();
+    backends.push(...started.procs);
+    const backendPorts = started.ports;
     for (const name of peers) {
       const port = name === 'direct' ? backendPorts[0] : await freePort();
       const peer = makePeer(name, { dir, backendPorts, port, threads: cfg.threads, root });

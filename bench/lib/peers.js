@@ -5,10 +5,30 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { processTree, sleep, start } from './procs.js';
+import { freePort, processTree, sleep, start } from './procs.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BENCH = fileURLToPath(new URL('../', import.meta.url));
+
+/** Starts the three benchmark backends (servers/backend.js b1..b3) on free ports: {ports, procs}. */
+export async function startBackends() {
+  const ports = [await freePort(), await freePort(), await freePort()];
+  const procs = [];
+  for (const [i, port] of ports.entries()) {
+    procs.push(
+      await start(
+        `backend b${i + 1}`,
+        process.execPath,
+        [join(BENCH, 'servers/backend.js'), `b${i + 1}`, String(port)],
+        {
+          ready: /listening on/,
+          cwd: BENCH,
+        },
+      ),
+    );
+  }
+  return { ports, procs };
+}
 
 /** Resolves once something accepts TCP connections on the port (bounded). */
 export async function waitForPort(port, timeoutMs = 10000) {
