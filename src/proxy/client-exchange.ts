@@ -27,7 +27,6 @@ export class ClientRequest {
   readonly rawHeaders: string[];
   readonly httpVersionMinor: number;
   readonly keepAlive: boolean;
-  readonly upgrade: boolean;
   /** The body comes in chunked framing (llhttp accepts Transfer-Encoding only ending in chunked). */
   readonly chunked: boolean;
   /** A body follows the head (chunked, or a Content-Length above 0). */
@@ -44,7 +43,6 @@ export class ClientRequest {
     this.rawHeaders = head.rawHeaders;
     this.httpVersionMinor = head.versionMajor === 1 ? head.versionMinor : 1;
     this.keepAlive = head.keepAlive;
-    this.upgrade = head.upgrade;
     let chunked = false;
     let length = false;
     let expectsContinue = false;
@@ -187,8 +185,7 @@ export class ClientExchange {
    */
   writeHead(status: number, statusText: string, headers: readonly string[], framing: BodyFraming): void {
     const { request } = this;
-    // The rest of a request body still coming cannot be skipped safely: the connection closes.
-    let keepAlive = request.keepAlive && !this.owner.closing && this.complete;
+    let keepAlive = this.reusable;
     const unknownLength = framing === 'chunked' || framing === 'close';
     let rechunk = false;
     if (unknownLength) {
@@ -207,8 +204,8 @@ export class ClientExchange {
     }
     if (!dated) head += `Date: ${httpDate()}\r\n`;
     if (rechunk) head += 'Transfer-Encoding: chunked\r\n';
-    if (!keepAlive) head += 'Connection: close\r\n';
-    else if (request.httpVersionMinor === 0) head += 'Connection: keep-alive\r\n';
+    const connection = this.connectionField(keepAlive);
+    if (connection !== undefined) head += `Connection: ${connection}\r\n`;
     this.chunkedResponse = rechunk;
     this.closeAfter = !keepAlive;
     this.headersSent = true;
@@ -241,13 +238,25 @@ export class ClientExchange {
       this.abandon();
       return;
     }
-    // A body still on its way makes the connection unusable for the next request.
-    const keepAlive = this.request.keepAlive && !this.owner.closing && this.complete;
+    const keepAlive = this.reusable;
     this.closeAfter = !keepAlive;
     this.headersSent = true;
-    const connection = keepAlive ? (this.request.httpVersionMinor === 0 ? 'keep-alive' : undefined) : 'close';
-    this.socket.write(errorResponse(code, connection), 'latin1');
+    this.socket.write(errorResponse(code, this.connectionField(keepAlive)), 'latin1');
     this.finish();
+  }
+
+  /**
+   * Whether the connection may carry another request after this response, framing aside. The
+   * rest of a request body still coming cannot be skipped safely, so then it closes.
+   */
+  private get reusable(): boolean {
+    return this.request.keepAlive && !this.owner.closing && this.complete;
+  }
+
+  /** The Connection field of this hop: `close`, `keep-alive` for an HTTP/1.0 client, else none. */
+  private connectionField(keepAlive: boolean): string | undefined {
+    if (!keepAlive) return 'close';
+    return this.request.httpVersionMinor === 0 ? 'keep-alive' : undefined;
   }
 
   /** Gives up on the response mid-way: the client's connection is closed. */
