@@ -92,6 +92,16 @@ export class Metrics implements ProxyObserver {
       },
     });
     new Gauge({
+      name: 'roomring_piped_connections',
+      help: 'Open proxied WebSockets whose bytes the native pipe forwards',
+      registers,
+      collect() {
+        let piped = 0;
+        for (const tunnel of sources.tracker.all()) if (tunnel.piped) piped++;
+        this.set(piped);
+      },
+    });
+    new Gauge({
       name: 'roomring_live_rooms',
       help: 'Rooms with open WebSockets on this process, by backend',
       labelNames: ['backend'],

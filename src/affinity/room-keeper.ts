@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { Pool } from '../pool/pool.js';
 import type { ConnectionTracker } from '../proxy/connections.js';
-import { CLOSE_SERVICE_RESTART, closeTunnel } from '../proxy/ws-frames.js';
+import { CLOSE_SERVICE_RESTART } from '../proxy/ws-frames.js';
 import { RedisRegistry } from '../registry/redis-registry.js';
 import type { Registry } from '../registry/registry.js';
 import { ClusterLoad } from './cluster-load.js';
@@ -107,7 +107,7 @@ export class RoomKeeper {
             released.add(tunnel.room);
             this.placer.release(tunnel.room, backend.id).catch(() => undefined);
           }
-          closeTunnel(tunnel, CLOSE_SERVICE_RESTART);
+          tunnel.closeWith(CLOSE_SERVICE_RESTART);
         }, delay);
         timer.unref();
         this.closing.push(timer);

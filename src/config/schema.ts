@@ -291,6 +291,17 @@ export const configSchema = z
       })
       .prefault({})
       .describe('Where rooms go, and how live rooms stay whole'),
+    websocket: z
+      .strictObject({
+        pipe: z
+          .enum(['native', 'js'])
+          .default('native')
+          .describe(
+            "After the 101, 'native': a native thread forwards plain-TCP tunnels (Linux, built by npm install; else as 'js'); 'js': Node sockets do",
+          ),
+      })
+      .prefault({})
+      .describe('How upgraded WebSockets are forwarded'),
     timeouts: z
       .strictObject({
         connect: duration('5s', 'Time allowed to open a connection to a backend'),

@@ -1,16 +1,15 @@
 // Live WebSocket tunnels, counted per backend and per room: the numbers status, draining and
 // graceful shutdown work from.
 
-import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
-
 export interface Tunnel {
   readonly room: string | null;
   readonly backendId: string;
-  readonly client: Duplex;
-  readonly upstream: Socket;
-  /** Stops the byte forwarding, so the proxy can write frames of its own. */
-  detach(): void;
+  /** Whether the native pipe forwards its bytes. */
+  readonly piped: boolean;
+  /** Closes as both peers expect: a WebSocket close frame with `code` each way, then both ends. */
+  closeWith(code: number): void;
+  /** Closes both sockets now. */
+  destroy(): void;
 }
 
 export interface BackendLoad {
@@ -22,6 +21,7 @@ export class ConnectionTracker {
   private readonly tunnels = new Set<Tunnel>();
   /** backend id -> room -> live tunnels of that room on that backend. */
   private readonly rooms = new Map<string, Map<string | null, number>>();
+  private readonly waiting: (() => void)[] = [];
 
   add(tunnel: Tunnel): void {
     this.tunnels.add(tunnel);
@@ -35,12 +35,21 @@ export class ConnectionTracker {
 
   remove(tunnel: Tunnel): void {
     if (!this.tunnels.delete(tunnel)) return;
+    if (this.tunnels.size === 0) {
+      for (const resolve of this.waiting.splice(0)) resolve();
+    }
     const rooms = this.rooms.get(tunnel.backendId);
     const count = rooms?.get(tunnel.room) ?? 0;
     if (rooms === undefined) return;
     if (count <= 1) rooms.delete(tunnel.room);
     else rooms.set(tunnel.room, count - 1);
     if (rooms.size === 0) this.rooms.delete(tunnel.backendId);
+  }
+
+  /** Resolves when no tunnel is open. */
+  empty(): Promise<void> {
+    if (this.tunnels.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.waiting.push(resolve));
   }
 
   get size(): number {

@@ -28,6 +28,8 @@ export interface ForwardTimeouts {
 export interface ForwardOptions {
   timeouts: ForwardTimeouts;
   retries: number;
+  /** What forwards an upgraded WebSocket's bytes (see native-pipe.ts). */
+  pipe: 'native' | 'js';
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);

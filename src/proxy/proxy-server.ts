@@ -15,7 +15,7 @@ import { type ForwardOptions, HttpForwarder } from './http-forward.js';
 import type { ProxyObserver } from './observer.js';
 import { replyErrorOnSocket } from './reply.js';
 import { WebSocketForwarder } from './ws-forward.js';
-import { CLOSE_GOING_AWAY, closeTunnel } from './ws-frames.js';
+import { CLOSE_GOING_AWAY } from './ws-frames.js';
 
 type Target = { backend: Backend; room: string | null } | { error: ErrorCode };
 
@@ -183,9 +183,11 @@ export class ProxyServer implements ConnectionHandler {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.sweeper);
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // Tunnels in the native pipe are no longer the server's connections: they are waited for apart.
+    const closed = Promise.all([serverClosed, this.tracker.empty()]);
     for (const connection of this.connections) connection.shutdown();
-    for (const tunnel of this.tracker.all()) closeTunnel(tunnel, CLOSE_GOING_AWAY);
+    for (const tunnel of this.tracker.all()) tunnel.closeWith(CLOSE_GOING_AWAY);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs);
@@ -194,10 +196,7 @@ export class ProxyServer implements ConnectionHandler {
     await Promise.race([closed, timeout]);
     clearTimeout(timer);
     for (const connection of this.connections) connection.destroy();
-    for (const tunnel of this.tracker.all()) {
-      tunnel.client.destroy();
-      tunnel.upstream.destroy();
-    }
+    for (const tunnel of this.tracker.all()) tunnel.destroy();
     this.http.close();
   }
 }
@@ -211,5 +210,5 @@ function withBackend(backend: Backend | undefined, room: string | null): Target 
 }
 
 function forwardOptions(config: Config): ForwardOptions {
-  return { timeouts: { ...config.timeouts }, retries: config.failover.retries };
+  return { timeouts: { ...config.timeouts }, retries: config.failover.retries, pipe: config.websocket.pipe };
 }

@@ -2,11 +2,24 @@
 // passed on, and one close for both sockets. Hand-rolled instead of two `pipe()` calls: a tunnel
 // lives for hours and there are many, so it keeps a handful of listeners and nothing else: the
 // listeners are shared by all tunnels and find theirs through the socket.
+//
+// Once the backend has switched protocols (101) and nothing is queued on either socket, a plain-TCP
+// tunnel is handed to the native pipe when there is one (native-pipe.ts): from then on the bytes
+// never reach JavaScript, and this object only stands for the tunnel in the tracker.
 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Tunnel } from './connections.js';
+import type { NativePipe } from './native-pipe.js';
+import { statusOfHead } from './observer.js';
 import { endThenDestroy } from './reply.js';
+import { CLOSE_GRACE_MS, clientCloseFrame, closeTunnel, serverCloseFrame } from './ws-frames.js';
+
+/** Where a tunnel's bytes go after the 101: the native pipe, with the tunnel's idle limit. */
+export interface PipeHandover {
+  readonly pipe: NativePipe;
+  readonly idleMs: number;
+}
 
 const TUNNEL = Symbol('tunnel');
 type TunnelSocket = Duplex & { [TUNNEL]?: ByteTunnel };
@@ -41,6 +54,9 @@ export class ByteTunnel implements Tunnel {
   private detached = false;
   /** Waits for the backend's first bytes (its handshake answer); cleared when they come. */
   private answerTimer: NodeJS.Timeout | undefined;
+  /** The native pipe and the tunnel's id there, once handed over. */
+  private pipe: NativePipe | undefined;
+  private pipeId: number | undefined;
 
   constructor(
     readonly room: string | null,
@@ -50,7 +66,20 @@ export class ByteTunnel implements Tunnel {
     private readonly onClose: (tunnel: ByteTunnel) => void,
     /** Called with the backend's first chunk (the handshake answer). */
     private onAnswer?: (first: Buffer) => void,
+    /** Where the bytes go after a 101, if not through these sockets. */
+    private handover?: PipeHandover,
   ) {
+    this.reattach();
+  }
+
+  get piped(): boolean {
+    return this.pipeId !== undefined;
+  }
+
+  /** Installs the shared listeners on both sockets. */
+  private reattach(): void {
+    const { client, upstream } = this;
+    this.detached = false;
     (client as TunnelSocket)[TUNNEL] = this;
     (upstream as TunnelSocket)[TUNNEL] = this;
     upstream.on('data', upstreamData);
@@ -116,16 +145,80 @@ export class ByteTunnel implements Tunnel {
       clearTimeout(this.answerTimer);
       this.answerTimer = undefined;
     }
+    const first = this.onAnswer !== undefined || this.handover !== undefined;
     if (this.onAnswer !== undefined) {
       const onAnswer = this.onAnswer;
       this.onAnswer = undefined;
       onAnswer(chunk);
     }
     if (!this.client.write(chunk)) this.upstream.pause();
+    if (first && this.handover !== undefined) {
+      const handover = this.handover;
+      this.handover = undefined;
+      if (statusOfHead(chunk) === 101) this.handOver(handover);
+    }
+  }
+
+  /**
+   * Gives both sockets to the native pipe, if nothing is queued on them: a byte Node holds in a
+   * stream buffer would be lost. A tunnel that cannot go stays on its sockets.
+   */
+  private handOver({ pipe, idleMs }: PipeHandover): void {
+    const { client, upstream } = this;
+    if (
+      this.closed ||
+      this.detached ||
+      !isSocket(client) ||
+      client.writableLength > 0 ||
+      upstream.writableLength > 0 ||
+      client.readableLength > 0 ||
+      upstream.readableLength > 0 ||
+      client.readableEnded ||
+      upstream.readableEnded
+    ) {
+      return;
+    }
+    this.release();
+    this.closed = false;
+    const id = pipe.adopt(client, upstream, idleMs, () => this.pipeClosed());
+    if (id === undefined) {
+      this.reattach();
+      return;
+    }
+    this.pipeId = id;
+    this.pipe = pipe;
+  }
+
+  private pipeClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose(this);
+  }
+
+  /** Closes as both peers expect: a close frame with `code` each way, then both sockets end. */
+  closeWith(code: number): void {
+    if (this.closed) return;
+    if (this.pipe !== undefined && this.pipeId !== undefined) {
+      this.pipe.closeWith(this.pipeId, serverCloseFrame(code), clientCloseFrame(code), CLOSE_GRACE_MS);
+    } else closeTunnel(this, code);
+  }
+
+  /** Closes both sockets now. */
+  destroy(): void {
+    if (this.pipe !== undefined && this.pipeId !== undefined) {
+      if (!this.closed) this.pipe.destroy(this.pipeId);
+      return;
+    }
+    this.client.destroy();
+    this.upstream.destroy();
   }
 
   close(): void {
     if (this.closed) return;
+    if (this.pipe !== undefined && this.pipeId !== undefined) {
+      this.pipe.destroy(this.pipeId);
+      return;
+    }
     this.closed = true;
     clearTimeout(this.answerTimer);
     this.onClose(this);
@@ -134,4 +227,8 @@ export class ByteTunnel implements Tunnel {
     if (this.client.writableLength > 0 && !this.client.destroyed) endThenDestroy(this.client);
     else this.client.destroy();
   }
+}
+
+function isSocket(duplex: Duplex): duplex is Socket {
+  return typeof (duplex as Socket).setNoDelay === 'function';
 }

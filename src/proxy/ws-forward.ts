@@ -11,9 +11,10 @@ import type { ConnectionTracker } from './connections.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHead, requestHeadersFor } from './headers.js';
 import type { ForwardOptions } from './http-forward.js';
+import { nativePipe } from './native-pipe.js';
 import { type ProxyObserver, statusOfHead } from './observer.js';
 import { replyErrorOnSocket } from './reply.js';
-import { ByteTunnel } from './tunnel.js';
+import { ByteTunnel, type PipeHandover } from './tunnel.js';
 
 const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
 
@@ -75,6 +76,12 @@ export class WebSocketForwarder {
     attempt(backend);
   }
 
+  private handover(): PipeHandover | undefined {
+    if (this.options.pipe !== 'native') return undefined;
+    const pipe = nativePipe();
+    return pipe && { pipe, idleMs: this.options.timeouts.idle };
+  }
+
   private connect(backend: Backend): Socket {
     const socket = backend.tls
       ? tls.connect({ host: backend.host, port: backend.port, servername: backend.host })
@@ -119,6 +126,7 @@ export class WebSocketForwarder {
       upstream,
       (closed: ByteTunnel) => this.tracker.remove(closed),
       observer && ((first: Buffer) => observer.upgrade(backend.id, statusOfHead(first))),
+      this.handover(),
     );
     this.tracker.add(tunnel);
     if (idle > 0) upstream.setTimeout(idle, () => tunnel.close());

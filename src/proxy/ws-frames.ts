@@ -24,6 +24,9 @@ export function clientCloseFrame(code: number): Buffer {
   ]);
 }
 
+/** How long a closing peer gets to answer the close handshake before its socket is destroyed. */
+export const CLOSE_GRACE_MS = 2000;
+
 /** 1001: the endpoint is going away (proxy shutdown). */
 export const CLOSE_GOING_AWAY = 1001;
 /** 1012: service restart (backend drained); clients should reconnect. */
@@ -57,6 +60,3 @@ export function closeTunnel(tunnel: TunnelEnds, code: number, graceMs = CLOSE_GR
   client.once('close', () => upstream.destroy());
   upstream.once('close', () => clearTimeout(timer));
 }
-
-/** How long a closing peer gets to answer the close handshake before its socket is destroyed. */
-const CLOSE_GRACE_MS = 2000;

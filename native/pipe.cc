@@ -1,0 +1,529 @@
+// The native byte pipe for WebSocket tunnels (Linux): after a backend has answered an upgrade with
+// 101, both TCP sockets are handed here and one thread forwards bytes between them with epoll, one
+// read and one write per chunk, no JavaScript and no allocation while the peer keeps up.
+//
+// Semantics are those of the JavaScript tunnel (src/proxy/tunnel.ts):
+// - bytes flow both ways; an end whose peer cannot take more is not read (back-pressure);
+// - a FIN is passed on (shutdown SHUT_WR) once what was queued for that side is written;
+// - the tunnel closes when the backend has ended and the client has everything, when both sides
+//   have ended, on any socket error, or after `idleMs` without bytes from either side;
+// - closeWith() writes a last frame to each side, ends both, discards what arrives, and closes when
+//   the client has ended or the grace time has passed.
+// Every closed tunnel is reported to JavaScript by id, in batches, through a thread-safe function.
+//
+// Threads: JavaScript calls add/closeWith/destroy on the main thread; they only queue commands. The
+// pipe thread owns every tunnel and file descriptor it was given.
+
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <pthread.h>
+
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+constexpr size_t kReadSize = 64 * 1024;
+constexpr int kMaxEvents = 256;
+constexpr int kClient = 0;
+constexpr int kUpstream = 1;
+
+int64_t NowMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct Tunnel;
+
+struct End {
+  Tunnel* tunnel = nullptr;
+  int side = 0;
+  int fd = -1;
+  std::string pending;  // bytes read from the peer that this socket has not taken yet
+  size_t offset = 0;
+  bool eof = false;     // this socket sent its FIN
+  bool shut = false;    // our FIN was sent to this socket
+  bool retired = false; // left epoll after both directions ended
+  uint32_t events = 0;  // the epoll interest registered now
+};
+
+struct Tunnel {
+  uint32_t id = 0;
+  End ends[2];
+  int64_t idleMs = 0;
+  int64_t lastActive = 0;
+  bool closing = false;
+  int64_t deadline = 0;
+  bool dead = false;
+};
+
+enum class CommandKind { kAdd, kCloseWith, kDestroy };
+
+struct Command {
+  CommandKind kind = CommandKind::kAdd;
+  Tunnel* tunnel = nullptr;  // kAdd
+  uint32_t id = 0;
+  std::string toClient;
+  std::string toUpstream;
+  int64_t graceMs = 0;
+};
+
+class Pipe {
+ public:
+  Pipe(napi_env env, napi_value onClosed) {
+    epoll_ = epoll_create1(EPOLL_CLOEXEC);
+    wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;
+    epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
+    napi_value name;
+    napi_create_string_utf8(env, "roomring pipe closed", NAPI_AUTO_LENGTH, &name);
+    napi_create_threadsafe_function(env, onClosed, nullptr, name, 0, 1, nullptr, nullptr, nullptr, CallJs,
+                                    &closed_);
+    // The pipe must not keep the process alive by itself: sockets and servers do that.
+    napi_unref_threadsafe_function(env, closed_);
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  ~Pipe() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    Wake();
+    thread_.join();
+    for (auto& entry : tunnels_) {
+      Tunnel* t = entry.second;
+      for (End& end : t->ends) close(end.fd);
+      delete t;
+    }
+    for (Command& c : commands_) {
+      if (c.kind == CommandKind::kAdd) {
+        for (End& end : c.tunnel->ends) close(end.fd);
+        delete c.tunnel;
+      }
+    }
+    delete reported_;
+    for (Tunnel* t : graveyard_) delete t;
+    napi_release_threadsafe_function(closed_, napi_tsfn_abort);
+    close(wake_);
+    close(epoll_);
+  }
+
+  bool ok() const { return epoll_ >= 0 && wake_ >= 0; }
+
+  void Push(Command command) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      commands_.push_back(std::move(command));
+    }
+    Wake();
+  }
+
+  uint32_t NextId() { return ++lastId_; }
+
+ private:
+  static void CallJs(napi_env env, napi_value callback, void*, void* data) {
+    auto* ids = static_cast<std::vector<uint32_t>*>(data);
+    if (env != nullptr && callback != nullptr) {
+      napi_value array;
+      napi_create_array_with_length(env, ids->size(), &array);
+      for (size_t i = 0; i < ids->size(); i++) {
+        napi_value id;
+        napi_create_uint32(env, (*ids)[i], &id);
+        napi_set_element(env, array, static_cast<uint32_t>(i), id);
+      }
+      napi_value undefined;
+      napi_get_undefined(env, &undefined);
+      napi_call_function(env, undefined, callback, 1, &array, nullptr);
+    }
+    delete ids;
+  }
+
+  void Wake() {
+    uint64_t one = 1;
+    ssize_t written = write(wake_, &one, sizeof one);
+    (void)written;
+  }
+
+  void Run() {
+    pthread_setname_np(pthread_self(), "roomring-pipe");
+    std::vector<char> buffer(kReadSize);
+    struct epoll_event events[kMaxEvents];
+    int64_t lastSweep = NowMs();
+    for (;;) {
+      int timeout = closingCount_ > 0 ? 100 : 1000;
+      int n = epoll_wait(epoll_, events, kMaxEvents, timeout);
+      if (n < 0 && errno != EINTR) break;
+      for (int i = 0; i < n; i++) {
+        End* end = static_cast<End*>(events[i].data.ptr);
+        if (end == nullptr) {
+          uint64_t count;
+          ssize_t got = read(wake_, &count, sizeof count);
+          (void)got;
+          if (!TakeCommands()) return;
+          continue;
+        }
+        if (!end->tunnel->dead) Handle(end, events[i].events, buffer.data());
+      }
+      int64_t now = NowMs();
+      if (now - lastSweep >= (closingCount_ > 0 ? 100 : 1000)) {
+        lastSweep = now;
+        Sweep(now);
+      }
+      Bury();
+    }
+  }
+
+  /** Applies queued commands; false when the pipe is stopping. */
+  bool TakeCommands() {
+    std::vector<Command> taken;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stop_) return false;
+      taken.swap(commands_);
+    }
+    for (Command& c : taken) {
+      if (c.kind == CommandKind::kAdd) {
+        Tunnel* t = c.tunnel;
+        t->lastActive = NowMs();
+        tunnels_[t->id] = t;
+        for (End& end : t->ends) {
+          struct epoll_event ev = {};
+          ev.events = 0;
+          ev.data.ptr = &end;
+          if (epoll_ctl(epoll_, EPOLL_CTL_ADD, end.fd, &ev) != 0) {
+            end.events = 0;
+            // Not registered: closing it later must not try to remove it.
+            end.fd = -end.fd - 2;
+          }
+        }
+        if (t->ends[0].fd < 0 || t->ends[1].fd < 0) {
+          Close(t);
+          continue;
+        }
+        Update(t);
+        continue;
+      }
+      auto found = tunnels_.find(c.id);
+      if (found == tunnels_.end() || found->second->dead) continue;
+      Tunnel* t = found->second;
+      if (c.kind == CommandKind::kDestroy) {
+        Close(t);
+        continue;
+      }
+      if (!t->closing) {
+        t->closing = true;
+        closingCount_++;
+      }
+      t->deadline = NowMs() + c.graceMs;
+      if (!t->ends[kClient].shut) t->ends[kClient].pending.append(c.toClient);
+      if (!t->ends[kUpstream].shut) t->ends[kUpstream].pending.append(c.toUpstream);
+      Update(t);
+    }
+    return true;
+  }
+
+  void Handle(End* end, uint32_t events, char* buffer) {
+    Tunnel* t = end->tunnel;
+    End* peer = &t->ends[1 - end->side];
+    if (events & EPOLLERR) {
+      Close(t);
+      return;
+    }
+    if (events & EPOLLOUT) {
+      if (!Flush(end)) return;
+    }
+    if ((events & (EPOLLIN | EPOLLHUP)) && (end->events & EPOLLIN)) {
+      ssize_t got = read(end->fd, buffer, kReadSize);
+      if (got > 0) {
+        t->lastActive = NowMs();
+        if (!t->closing && !Send(peer, buffer, static_cast<size_t>(got))) return;
+      } else if (got == 0) {
+        end->eof = true;
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        Close(t);
+        return;
+      }
+    } else if ((events & EPOLLHUP) && !(events & EPOLLOUT)) {
+      // Both directions of this socket are over. When that is its normal end (its FIN was read and
+      // ours sent), it only leaves epoll, which would report the hang-up again and again; the peer
+      // may still be finishing. Otherwise nothing more can pass.
+      if (!(end->eof && end->shut)) {
+        Close(t);
+        return;
+      }
+      epoll_ctl(epoll_, EPOLL_CTL_DEL, end->fd, nullptr);
+      end->retired = true;
+    }
+    Update(t);
+  }
+
+  /** Writes `data` to `end`, queueing what the socket cannot take now; false when the tunnel closed. */
+  bool Send(End* end, const char* data, size_t length) {
+    if (!end->pending.empty() || end->shut) {
+      if (!end->shut) end->pending.append(data, length);
+      return true;
+    }
+    ssize_t sent = send(end->fd, data, length, MSG_NOSIGNAL);
+    if (sent < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        Close(end->tunnel);
+        return false;
+      }
+      sent = 0;
+    }
+    if (static_cast<size_t>(sent) < length) end->pending.assign(data + sent, length - sent);
+    return true;
+  }
+
+  /** Writes what is queued for `end`; false when the tunnel closed. */
+  bool Flush(End* end) {
+    while (end->offset < end->pending.size()) {
+      ssize_t sent =
+          send(end->fd, end->pending.data() + end->offset, end->pending.size() - end->offset, MSG_NOSIGNAL);
+      if (sent < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
+        if (errno == EINTR) continue;
+        Close(end->tunnel);
+        return false;
+      }
+      end->offset += static_cast<size_t>(sent);
+    }
+    end->pending.clear();
+    end->pending.shrink_to_fit();
+    end->offset = 0;
+    return true;
+  }
+
+  /** Passes on FINs, closes what is finished, and sets each socket's epoll interest. */
+  void Update(Tunnel* t) {
+    for (End& end : t->ends) {
+      End& peer = t->ends[1 - end.side];
+      if (!end.shut && end.pending.empty() && (t->closing || peer.eof)) {
+        shutdown(end.fd, SHUT_WR);
+        end.shut = true;
+      }
+    }
+    End& client = t->ends[kClient];
+    End& upstream = t->ends[kUpstream];
+    bool finished = t->closing ? (client.eof && client.shut)
+                               : ((upstream.eof && client.shut) || (client.eof && upstream.eof && upstream.shut));
+    if (finished) {
+      Close(t);
+      return;
+    }
+    for (End& end : t->ends) {
+      End& peer = t->ends[1 - end.side];
+      uint32_t want = 0;
+      if (!end.eof && (t->closing || peer.pending.empty())) want |= EPOLLIN;
+      if (!end.pending.empty()) want |= EPOLLOUT;
+      if (want != end.events && !end.retired) {
+        struct epoll_event ev = {};
+        ev.events = want;
+        ev.data.ptr = &end;
+        epoll_ctl(epoll_, EPOLL_CTL_MOD, end.fd, &ev);
+        end.events = want;
+      }
+    }
+  }
+
+  void Close(Tunnel* t) {
+    if (t->dead) return;
+    t->dead = true;
+    if (t->closing) closingCount_--;
+    for (End& end : t->ends) {
+      if (end.fd >= 0) {
+        epoll_ctl(epoll_, EPOLL_CTL_DEL, end.fd, nullptr);
+        close(end.fd);
+      } else if (end.fd <= -2) {
+        close(-end.fd - 2);
+      }
+      end.fd = -1;
+    }
+    tunnels_.erase(t->id);
+    graveyard_.push_back(t);
+    if (reported_ == nullptr) reported_ = new std::vector<uint32_t>();
+    reported_->push_back(t->id);
+  }
+
+  /** Closes idle tunnels and closing ones past their grace. */
+  void Sweep(int64_t now) {
+    std::vector<Tunnel*> due;
+    for (auto& entry : tunnels_) {
+      Tunnel* t = entry.second;
+      if ((t->closing && now >= t->deadline) || (t->idleMs > 0 && now - t->lastActive >= t->idleMs)) {
+        due.push_back(t);
+      }
+    }
+    for (Tunnel* t : due) Close(t);
+  }
+
+  /** Frees tunnels closed in this round (events of the same round may still name them) and reports them. */
+  void Bury() {
+    for (Tunnel* t : graveyard_) delete t;
+    graveyard_.clear();
+    if (reported_ != nullptr) {
+      if (napi_call_threadsafe_function(closed_, reported_, napi_tsfn_nonblocking) != napi_ok) delete reported_;
+      reported_ = nullptr;
+    }
+  }
+
+  int epoll_ = -1;
+  int wake_ = -1;
+  napi_threadsafe_function closed_ = nullptr;
+  std::thread thread_;
+  std::mutex mutex_;
+  std::vector<Command> commands_;
+  bool stop_ = false;
+  uint32_t lastId_ = 0;
+  // Owned by the pipe thread.
+  std::unordered_map<uint32_t, Tunnel*> tunnels_;
+  std::vector<Tunnel*> graveyard_;
+  std::vector<uint32_t>* reported_ = nullptr;
+  int closingCount_ = 0;
+};
+
+// --- JavaScript bindings ---------------------------------------------------------------------
+
+Pipe* PipeOf(napi_env env) {
+  void* data = nullptr;
+  napi_get_instance_data(env, &data);
+  return static_cast<Pipe*>(data);
+}
+
+napi_value Throw(napi_env env, const char* message) {
+  napi_throw_error(env, "ROOMRING_PIPE", message);
+  return nullptr;
+}
+
+bool Args(napi_env env, napi_callback_info info, size_t want, napi_value* argv) {
+  size_t argc = want;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  return argc >= want;
+}
+
+int64_t Int(napi_env env, napi_value value) {
+  int64_t out = 0;
+  napi_get_value_int64(env, value, &out);
+  return out;
+}
+
+std::string Bytes(napi_env env, napi_value value) {
+  void* data = nullptr;
+  size_t length = 0;
+  bool isBuffer = false;
+  napi_is_buffer(env, value, &isBuffer);
+  if (!isBuffer) return std::string();
+  napi_get_buffer_info(env, value, &data, &length);
+  return std::string(static_cast<const char*>(data), length);
+}
+
+void Stop(void* data) { delete static_cast<Pipe*>(data); }
+
+/** start(onClosed(ids: number[])): starts the pipe thread; once per process (or worker). */
+napi_value Start(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!Args(env, info, 1, argv)) return Throw(env, "start(onClosed) needs a callback");
+  if (PipeOf(env) != nullptr) return Throw(env, "the pipe is started already");
+  Pipe* pipe = new Pipe(env, argv[0]);
+  if (!pipe->ok()) {
+    delete pipe;
+    return Throw(env, "epoll or eventfd could not be created");
+  }
+  napi_set_instance_data(env, pipe, nullptr, nullptr);
+  // Registered after the thread-safe function, so it runs before that function is torn down: the
+  // pipe thread is stopped before anything it calls goes away.
+  napi_add_env_cleanup_hook(env, Stop, pipe);
+  return nullptr;
+}
+
+/** add(clientFd, upstreamFd, idleMs): the tunnel's id; the pipe works on its own copies of the fds. */
+napi_value Add(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr) return Throw(env, "the pipe is not started");
+  if (!Args(env, info, 3, argv)) return Throw(env, "add(clientFd, upstreamFd, idleMs)");
+  int fds[2] = {static_cast<int>(Int(env, argv[0])), static_cast<int>(Int(env, argv[1]))};
+  auto* t = new Tunnel();
+  for (int side = 0; side < 2; side++) {
+    int copy = fcntl(fds[side], F_DUPFD_CLOEXEC, 0);
+    if (copy < 0) {
+      if (side == 1) close(t->ends[0].fd);
+      delete t;
+      return Throw(env, "a socket could not be duplicated");
+    }
+    fcntl(copy, F_SETFL, fcntl(copy, F_GETFL) | O_NONBLOCK);
+    t->ends[side].tunnel = t;
+    t->ends[side].side = side;
+    t->ends[side].fd = copy;
+  }
+  t->id = pipe->NextId();
+  t->idleMs = Int(env, argv[2]);
+  Command command;
+  command.kind = CommandKind::kAdd;
+  command.tunnel = t;
+  command.id = t->id;
+  uint32_t id = t->id;
+  pipe->Push(std::move(command));
+  napi_value out;
+  napi_create_uint32(env, id, &out);
+  return out;
+}
+
+/** closeWith(id, toClient, toUpstream, graceMs): last bytes to each side, then both are ended. */
+napi_value CloseWith(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr || !Args(env, info, 4, argv)) return Throw(env, "closeWith(id, toClient, toUpstream, graceMs)");
+  Command command;
+  command.kind = CommandKind::kCloseWith;
+  command.id = static_cast<uint32_t>(Int(env, argv[0]));
+  command.toClient = Bytes(env, argv[1]);
+  command.toUpstream = Bytes(env, argv[2]);
+  command.graceMs = Int(env, argv[3]);
+  pipe->Push(std::move(command));
+  return nullptr;
+}
+
+/** destroy(id): closes both sockets now. */
+napi_value Destroy(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr || !Args(env, info, 1, argv)) return Throw(env, "destroy(id)");
+  Command command;
+  command.kind = CommandKind::kDestroy;
+  command.id = static_cast<uint32_t>(Int(env, argv[0]));
+  pipe->Push(std::move(command));
+  return nullptr;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor methods[] = {
+      {"start", nullptr, Start, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"add", nullptr, Add, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"closeWith", nullptr, CloseWith, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

@@ -1,0 +1,227 @@
+// The native byte pipe that forwards upgraded WebSockets (native/pipe.cc): a real proxy process,
+// raw TCP clients and a raw backend that answers 101, so every byte, FIN and close is visible.
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { nativePipe } from '../src/proxy/native-pipe.js';
+import {
+  connectRaw,
+  freePort,
+  onCleanup,
+  request,
+  socketCount,
+  startProxy,
+  type TestProxy,
+  waitForSocketCount,
+  waitUntil,
+} from './helpers.js';
+
+const SWITCH = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
+
+/** A backend that answers every upgrade with 101 and hands the socket to `onTunnel`. */
+async function startUpgradeBackend(onTunnel: (socket: net.Socket) => void): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer): void => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      socket.off('data', onData);
+      socket.write(SWITCH);
+      const rest = head.subarray(end + 4);
+      onTunnel(socket);
+      if (rest.length > 0) socket.unshift(rest);
+    };
+    socket.on('data', onData);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  onCleanup(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  const address = server.address() as net.AddressInfo;
+  return address.port;
+}
+
+async function proxyTo(
+  backendPort: number,
+  extra: Record<string, unknown> = {},
+): Promise<TestProxy & { admin: string }> {
+  const adminPort = await freePort();
+  const proxy = await startProxy({
+    backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }],
+    admin: { port: adminPort },
+    ...extra,
+  });
+  return { ...proxy, admin: `http://127.0.0.1:${adminPort}` };
+}
+
+/** Opens a raw upgraded connection through the proxy; resolves after the 101 head, paused. */
+async function upgrade(port: number): Promise<net.Socket> {
+  const socket = await connectRaw(port, true);
+  socket.write(
+    'GET /rooms/r1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+  );
+  await new Promise<void>((resolve, reject) => {
+    let head = '';
+    const onData = (chunk: Buffer): void => {
+      head += chunk.toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      socket.off('data', onData);
+      socket.pause();
+      if (!head.startsWith('HTTP/1.1 101')) reject(new Error(`no 101: ${head}`));
+      const rest = Buffer.from(head.slice(end + 4), 'latin1');
+      if (rest.length > 0) socket.unshift(rest);
+      resolve();
+    };
+    socket.on('data', onData);
+  });
+  return socket;
+}
+
+async function pipedCount(admin: string): Promise<number> {
+  const { body } = await request(`${admin}/metrics`);
+  const match = /^roomring_piped_connections (\d+)$/m.exec(body);
+  if (match === null) throw new Error('no roomring_piped_connections in /metrics');
+  return Number(match[1]);
+}
+
+const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+describe('native pipe', () => {
+  it('is built on Linux by npm install', () => {
+    if (process.platform === 'linux') expect(nativePipe()).toBeDefined();
+  });
+
+  it('carries 8 MB both ways intact through back-pressure, passes each FIN on, and closes its sockets', async () => {
+    const fromBackend = randomBytes(8 * 1024 * 1024);
+    const backendGot: Buffer[] = [];
+    let backendEnded = false;
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => backendGot.push(chunk));
+      socket.on('end', () => {
+        backendEnded = true;
+        socket.end(Buffer.from('bye'));
+      });
+      socket.write(fromBackend);
+    });
+    const proxy = await proxyTo(backendPort);
+    const before = socketCount(proxy.child.pid as number);
+    const client = await upgrade(proxy.port);
+    // The client does not read for a while: the backend's 8 MB back up through the pipe.
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    const fromClient = randomBytes(8 * 1024 * 1024);
+    client.write(fromClient);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const clientGot: Buffer[] = [];
+    const ended = new Promise<void>((resolve) => client.once('end', resolve));
+    client.on('data', (chunk: Buffer) => clientGot.push(chunk));
+    client.resume();
+    await waitUntil(() => Buffer.concat(clientGot).length >= fromBackend.length, 10000);
+    await waitUntil(() => Buffer.concat(backendGot).length >= fromClient.length, 10000);
+    expect(sha(Buffer.concat(backendGot))).toBe(sha(fromClient));
+    client.end();
+    await ended;
+    expect(backendEnded).toBe(true);
+    const received = Buffer.concat(clientGot);
+    expect(received.length).toBe(fromBackend.length + 3);
+    expect(sha(received.subarray(0, fromBackend.length))).toBe(sha(fromBackend));
+    expect(received.subarray(fromBackend.length).toString()).toBe('bye');
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 0);
+    // The admin request's own connection may still be open for a moment.
+    await waitForSocketCount(proxy.child.pid as number, before);
+  });
+
+  it('ends the client when the backend ends, after what the backend sent last', async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.once('data', () => socket.end(Buffer.from('last words')));
+    });
+    const proxy = await proxyTo(backendPort);
+    const client = await upgrade(proxy.port);
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    let text = '';
+    client.on('data', (chunk: Buffer) => {
+      text += chunk;
+    });
+    const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+    client.resume();
+    client.write('hello');
+    await ended;
+    expect(text).toBe('last words');
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 0);
+  });
+
+  it('closes a piped tunnel with no bytes either way for timeouts.idle, and not one that talks', async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    const proxy = await proxyTo(backendPort, { timeouts: { idle: '1500ms' } });
+    const quiet = await upgrade(proxy.port);
+    const talking = await upgrade(proxy.port);
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 2);
+    let quietClosed = false;
+    quiet.once('end', () => {
+      quietClosed = true;
+    });
+    quiet.resume();
+    talking.resume();
+    let echoed = 0;
+    talking.on('data', (chunk: Buffer) => {
+      echoed += chunk.length;
+    });
+    const ticker = setInterval(() => talking.write('.'), 200);
+    onCleanup(() => clearInterval(ticker));
+    await waitUntil(() => quietClosed, 5000);
+    expect(talking.destroyed).toBe(false);
+    clearInterval(ticker);
+    expect(echoed).toBeGreaterThan(0);
+    expect(await pipedCount(proxy.admin)).toBe(1);
+  });
+
+  it("closes piped tunnels with 1001 each way on shutdown, the backend's frame masked", async () => {
+    const backendFrames: Buffer[] = [];
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => backendFrames.push(chunk));
+      // The backend answers the close by closing.
+      socket.on('end', () => socket.end());
+    });
+    const proxy = await proxyTo(backendPort);
+    const client = await upgrade(proxy.port);
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    const got: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => got.push(chunk));
+    client.on('end', () => client.end());
+    client.resume();
+    proxy.child.kill('SIGTERM');
+    expect(await proxy.exited).toBe(0);
+    expect(Buffer.concat(got)).toEqual(Buffer.from([0x88, 0x02, 0x03, 0xe9]));
+    const frame = Buffer.concat(backendFrames);
+    expect(frame.length).toBe(8);
+    expect(frame[0]).toBe(0x88);
+    expect(frame[1]).toBe(0x82);
+    const code =
+      ((frame[6] as number) ^ (frame[2] as number)) * 256 + ((frame[7] as number) ^ (frame[3] as number));
+    expect(code).toBe(1001);
+  });
+
+  it("keeps tunnels on Node sockets with websocket.pipe 'js'", async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    const proxy = await proxyTo(backendPort, { websocket: { pipe: 'js' } });
+    const client = await upgrade(proxy.port);
+    const echoed = new Promise<string>((resolve) =>
+      client.once('data', (chunk: Buffer) => resolve(String(chunk))),
+    );
+    client.resume();
+    client.write('ping');
+    expect(await echoed).toBe('ping');
+    expect(await pipedCount(proxy.admin)).toBe(0);
+  });
+});
