@@ -35,14 +35,25 @@ afterEach(async () => {
   }
 });
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * A port that was free a moment ago, for a process to listen on. It is drawn below the kernel's
+ * ephemeral range (net.ipv4.ip_local_port_range, 32768 and up here): a port the kernel hands out
+ * could be taken, between this check and the listen, as the local end of some test's outgoing
+ * connection (EADDRINUSE). Ports are drawn at random so parallel test files rarely try the same.
+ */
+export async function freePort(): Promise<number> {
+  for (let tries = 0; tries < 50; tries++) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error('no free port found between 20000 and 32000');
+}
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
 }
 
