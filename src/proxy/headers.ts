@@ -78,7 +78,10 @@ function connectionListed(raw: readonly string[]): Set<string> | undefined {
   let listed: Set<string> | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     if (kindOf(raw[i] as string) !== CONNECTION) continue;
-    for (const token of (raw[i + 1] as string).split(',')) {
+    const value = raw[i + 1] as string;
+    // The usual values name no field: no split.
+    if (isField(value, 'keep-alive') || isField(value, 'close') || isField(value, 'upgrade')) continue;
+    for (const token of value.split(',')) {
       const field = token.trim().toLowerCase();
       if (field !== '' && field !== 'close' && field !== 'keep-alive' && field !== 'upgrade') {
         listed ??= new Set();
