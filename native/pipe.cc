@@ -5,9 +5,12 @@
 // Semantics are those of the JavaScript tunnel (src/proxy/tunnel.ts):
 // - bytes flow both ways; an end whose peer cannot take more is not read (back-pressure);
 // - a FIN is passed on (shutdown SHUT_WR) once what was queued for that side is written;
-// - the tunnel closes when the backend has ended and the client has everything, when both sides
-//   have ended, on any socket error, or after `idleMs` without bytes from either side;
-// - closeWith() writes a last frame to each side, ends both, discards what arrives, and closes when
+// - when the backend has ended and the client has everything, the backend socket closes and the
+//   client's lingers: what it still sends is read and dropped until its FIN (or kLingerMs), so
+//   closing never resets a connection whose last bytes are still on their way;
+// - a socket error ends the tunnel: what the backend sent before it still reaches the client;
+// - `idleMs` without a byte read or written on either side closes it;
+// - closeWith() writes a last frame to each side, ends both, drops what arrives, and closes when
 //   the client has ended or the grace time has passed.
 // Every closed tunnel is reported to JavaScript by id, in batches, through a thread-safe function.
 //
@@ -23,9 +26,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
 #include <pthread.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -40,6 +43,8 @@ constexpr size_t kReadSize = 64 * 1024;
 constexpr int kMaxEvents = 256;
 constexpr int kClient = 0;
 constexpr int kUpstream = 1;
+/** How long a finished tunnel's client may keep sending before its socket is closed anyway. */
+constexpr int64_t kLingerMs = 5000;
 
 int64_t NowMs() {
   struct timespec ts;
@@ -52,20 +57,21 @@ struct Tunnel;
 struct End {
   Tunnel* tunnel = nullptr;
   int side = 0;
-  int fd = -1;
-  std::string pending;  // bytes read from the peer that this socket has not taken yet
+  int fd = -1;          // -1 once closed
+  bool watched = false;  // registered in epoll
+  std::string pending;   // bytes read from the peer that this socket has not taken yet
   size_t offset = 0;
-  bool eof = false;     // this socket sent its FIN
-  bool shut = false;    // our FIN was sent to this socket
-  bool retired = false; // left epoll after both directions ended
-  uint32_t events = 0;  // the epoll interest registered now
+  bool eof = false;      // this socket sent its FIN (or failed): nothing more comes from it
+  bool shut = false;     // our FIN was sent to this socket (or it failed): nothing more goes to it
+  uint32_t events = 0;   // the epoll interest registered now
 };
 
 struct Tunnel {
-  uint32_t id = 0;
+  uint64_t id = 0;
   End ends[2];
   int64_t idleMs = 0;
   int64_t lastActive = 0;
+  // Closing: reads are dropped, the tunnel ends when the client has ended or at the deadline.
   bool closing = false;
   int64_t deadline = 0;
   bool dead = false;
@@ -76,7 +82,7 @@ enum class CommandKind { kAdd, kCloseWith, kDestroy };
 struct Command {
   CommandKind kind = CommandKind::kAdd;
   Tunnel* tunnel = nullptr;  // kAdd
-  uint32_t id = 0;
+  uint64_t id = 0;
   std::string toClient;
   std::string toUpstream;
   int64_t graceMs = 0;
@@ -87,6 +93,7 @@ class Pipe {
   Pipe(napi_env env, napi_value onClosed) {
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
     wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!ok()) return;
     struct epoll_event ev = {};
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;
@@ -95,37 +102,39 @@ class Pipe {
     napi_create_string_utf8(env, "roomring pipe closed", NAPI_AUTO_LENGTH, &name);
     napi_create_threadsafe_function(env, onClosed, nullptr, name, 0, 1, nullptr, nullptr, nullptr, CallJs,
                                     &closed_);
-    // The pipe must not keep the process alive by itself: sockets and servers do that.
+    // The pipe does not keep the process alive by itself: JavaScript holds a handle while tunnels
+    // are open (native-pipe.ts).
     napi_unref_threadsafe_function(env, closed_);
     thread_ = std::thread([this] { Run(); });
   }
 
   ~Pipe() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
+    stop_.store(true);
+    if (thread_.joinable()) {
+      Wake();
+      thread_.join();
     }
-    Wake();
-    thread_.join();
     for (auto& entry : tunnels_) {
-      Tunnel* t = entry.second;
-      for (End& end : t->ends) close(end.fd);
-      delete t;
+      for (End& end : entry.second->ends) CloseFd(&end);
+      delete entry.second;
     }
     for (Command& c : commands_) {
       if (c.kind == CommandKind::kAdd) {
-        for (End& end : c.tunnel->ends) close(end.fd);
+        for (End& end : c.tunnel->ends) CloseFd(&end);
         delete c.tunnel;
       }
     }
     delete reported_;
     for (Tunnel* t : graveyard_) delete t;
-    napi_release_threadsafe_function(closed_, napi_tsfn_abort);
-    close(wake_);
-    close(epoll_);
+    if (closed_ != nullptr) napi_release_threadsafe_function(closed_, napi_tsfn_abort);
+    if (wake_ >= 0) close(wake_);
+    if (epoll_ >= 0) close(epoll_);
   }
 
   bool ok() const { return epoll_ >= 0 && wake_ >= 0; }
+
+  /** Whether the pipe thread still runs (it stops only when epoll fails). */
+  bool working() const { return !broken_.load(); }
 
   void Push(Command command) {
     {
@@ -135,17 +144,17 @@ class Pipe {
     Wake();
   }
 
-  uint32_t NextId() { return ++lastId_; }
+  uint64_t NextId() { return ++lastId_; }
 
  private:
   static void CallJs(napi_env env, napi_value callback, void*, void* data) {
-    auto* ids = static_cast<std::vector<uint32_t>*>(data);
+    auto* ids = static_cast<std::vector<uint64_t>*>(data);
     if (env != nullptr && callback != nullptr) {
       napi_value array;
       napi_create_array_with_length(env, ids->size(), &array);
       for (size_t i = 0; i < ids->size(); i++) {
         napi_value id;
-        napi_create_uint32(env, (*ids)[i], &id);
+        napi_create_double(env, static_cast<double>((*ids)[i]), &id);
         napi_set_element(env, array, static_cast<uint32_t>(i), id);
       }
       napi_value undefined;
@@ -166,58 +175,59 @@ class Pipe {
     std::vector<char> buffer(kReadSize);
     struct epoll_event events[kMaxEvents];
     int64_t lastSweep = NowMs();
-    for (;;) {
+    while (!stop_.load()) {
       int timeout = closingCount_ > 0 ? 100 : 1000;
       int n = epoll_wait(epoll_, events, kMaxEvents, timeout);
-      if (n < 0 && errno != EINTR) break;
+      if (n < 0 && errno != EINTR) {
+        // Nothing can be forwarded any more: every tunnel closes, and add() refuses new ones.
+        broken_.store(true);
+        std::vector<Tunnel*> all;
+        for (auto& entry : tunnels_) all.push_back(entry.second);
+        for (Tunnel* t : all) Close(t);
+        Bury();
+        return;
+      }
+      now_ = NowMs();
       for (int i = 0; i < n; i++) {
         End* end = static_cast<End*>(events[i].data.ptr);
         if (end == nullptr) {
           uint64_t count;
           ssize_t got = read(wake_, &count, sizeof count);
           (void)got;
-          if (!TakeCommands()) return;
+          TakeCommands();
           continue;
         }
-        if (!end->tunnel->dead) Handle(end, events[i].events, buffer.data());
+        // A socket closed earlier in this round may still have an event in it.
+        if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events, buffer.data());
       }
-      int64_t now = NowMs();
-      if (now - lastSweep >= (closingCount_ > 0 ? 100 : 1000)) {
-        lastSweep = now;
-        Sweep(now);
+      if (now_ - lastSweep >= (closingCount_ > 0 ? 100 : 1000)) {
+        lastSweep = now_;
+        Sweep();
       }
       Bury();
     }
   }
 
-  /** Applies queued commands; false when the pipe is stopping. */
-  bool TakeCommands() {
+  void TakeCommands() {
     std::vector<Command> taken;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (stop_) return false;
       taken.swap(commands_);
     }
     for (Command& c : taken) {
       if (c.kind == CommandKind::kAdd) {
         Tunnel* t = c.tunnel;
-        t->lastActive = NowMs();
+        t->lastActive = now_;
         tunnels_[t->id] = t;
+        bool added = true;
         for (End& end : t->ends) {
           struct epoll_event ev = {};
-          ev.events = 0;
           ev.data.ptr = &end;
-          if (epoll_ctl(epoll_, EPOLL_CTL_ADD, end.fd, &ev) != 0) {
-            end.events = 0;
-            // Not registered: closing it later must not try to remove it.
-            end.fd = -end.fd - 2;
-          }
+          end.watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, end.fd, &ev) == 0;
+          added = added && end.watched;
         }
-        if (t->ends[0].fd < 0 || t->ends[1].fd < 0) {
-          Close(t);
-          continue;
-        }
-        Update(t);
+        if (added) Update(t);
+        else Close(t);
         continue;
       }
       auto found = tunnels_.find(c.id);
@@ -227,23 +237,26 @@ class Pipe {
         Close(t);
         continue;
       }
-      if (!t->closing) {
-        t->closing = true;
-        closingCount_++;
-      }
-      t->deadline = NowMs() + c.graceMs;
+      StartClosing(t, c.graceMs);
       if (!t->ends[kClient].shut) t->ends[kClient].pending.append(c.toClient);
       if (!t->ends[kUpstream].shut) t->ends[kUpstream].pending.append(c.toUpstream);
       Update(t);
     }
-    return true;
+  }
+
+  void StartClosing(Tunnel* t, int64_t ms) {
+    if (!t->closing) {
+      t->closing = true;
+      closingCount_++;
+    }
+    t->deadline = now_ + ms;
   }
 
   void Handle(End* end, uint32_t events, char* buffer) {
     Tunnel* t = end->tunnel;
     End* peer = &t->ends[1 - end->side];
     if (events & EPOLLERR) {
-      Close(t);
+      Failed(end, buffer);
       return;
     }
     if (events & EPOLLOUT) {
@@ -252,32 +265,59 @@ class Pipe {
     if ((events & (EPOLLIN | EPOLLHUP)) && (end->events & EPOLLIN)) {
       ssize_t got = read(end->fd, buffer, kReadSize);
       if (got > 0) {
-        t->lastActive = NowMs();
+        t->lastActive = now_;
         if (!t->closing && !Send(peer, buffer, static_cast<size_t>(got))) return;
       } else if (got == 0) {
         end->eof = true;
       } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        Close(t);
+        Failed(end, buffer);
         return;
       }
     } else if ((events & EPOLLHUP) && !(events & EPOLLOUT)) {
-      // Both directions of this socket are over. When that is its normal end (its FIN was read and
-      // ours sent), it only leaves epoll, which would report the hang-up again and again; the peer
-      // may still be finishing. Otherwise nothing more can pass.
-      if (!(end->eof && end->shut)) {
-        Close(t);
+      // Both directions of this socket are shut (ours by our FIN) while it is not being read:
+      // level-triggered epoll would report that again and again. It leaves epoll until it is to
+      // be read again; a hang-up without our FIN is a failure.
+      if (!end->shut) {
+        Failed(end, buffer);
         return;
       }
-      epoll_ctl(epoll_, EPOLL_CTL_DEL, end->fd, nullptr);
-      end->retired = true;
+      Unwatch(end);
     }
+    Update(t);
+  }
+
+  /**
+   * A socket failed (reset, or an error on read or write). From the backend, what it sent before
+   * is still read and goes to the client, which then gets the end; from the client, the tunnel
+   * closes.
+   */
+  void Failed(End* end, char* buffer) {
+    Tunnel* t = end->tunnel;
+    if (end->side == kClient) {
+      Close(t);
+      return;
+    }
+    End* client = &t->ends[kClient];
+    for (;;) {
+      ssize_t got = read(end->fd, buffer, kReadSize);
+      if (got <= 0) break;
+      if (!t->closing) {
+        client->pending.append(buffer, static_cast<size_t>(got));
+      }
+    }
+    end->eof = true;
+    end->shut = true;
+    end->pending.clear();
+    CloseFd(end);
+    if (!client->pending.empty() && client->fd >= 0 && !Flush(client)) return;
     Update(t);
   }
 
   /** Writes `data` to `end`, queueing what the socket cannot take now; false when the tunnel closed. */
   bool Send(End* end, const char* data, size_t length) {
-    if (!end->pending.empty() || end->shut) {
-      if (!end->shut) end->pending.append(data, length);
+    if (end->shut) return true;
+    if (!end->pending.empty()) {
+      end->pending.append(data, length);
       return true;
     }
     ssize_t sent = send(end->fd, data, length, MSG_NOSIGNAL);
@@ -288,6 +328,7 @@ class Pipe {
       }
       sent = 0;
     }
+    if (sent > 0) end->tunnel->lastActive = now_;
     if (static_cast<size_t>(sent) < length) end->pending.assign(data + sent, length - sent);
     return true;
   }
@@ -304,6 +345,7 @@ class Pipe {
         return false;
       }
       end->offset += static_cast<size_t>(sent);
+      end->tunnel->lastActive = now_;
     }
     end->pending.clear();
     end->pending.shrink_to_fit();
@@ -315,25 +357,37 @@ class Pipe {
   void Update(Tunnel* t) {
     for (End& end : t->ends) {
       End& peer = t->ends[1 - end.side];
-      if (!end.shut && end.pending.empty() && (t->closing || peer.eof)) {
+      if (end.fd >= 0 && !end.shut && end.pending.empty() && (t->closing || peer.eof)) {
         shutdown(end.fd, SHUT_WR);
         end.shut = true;
       }
     }
     End& client = t->ends[kClient];
     End& upstream = t->ends[kUpstream];
-    bool finished = t->closing ? (client.eof && client.shut)
-                               : ((upstream.eof && client.shut) || (client.eof && upstream.eof && upstream.shut));
-    if (finished) {
+    if (client.eof && client.shut && (t->closing || upstream.eof)) {
       Close(t);
       return;
     }
+    if (!t->closing && upstream.eof && client.shut) {
+      // The backend is done and the client has it all: the backend socket closes, and the client
+      // lingers until its FIN, so what it still sends cannot turn our close into a reset.
+      CloseFd(&upstream);
+      StartClosing(t, kLingerMs);
+    }
     for (End& end : t->ends) {
+      if (end.fd < 0) continue;
       End& peer = t->ends[1 - end.side];
       uint32_t want = 0;
       if (!end.eof && (t->closing || peer.pending.empty())) want |= EPOLLIN;
       if (!end.pending.empty()) want |= EPOLLOUT;
-      if (want != end.events && !end.retired) {
+      if (!end.watched) {
+        if (want == 0) continue;
+        struct epoll_event ev = {};
+        ev.events = want;
+        ev.data.ptr = &end;
+        end.watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, end.fd, &ev) == 0;
+        end.events = want;
+      } else if (want != end.events) {
         struct epoll_event ev = {};
         ev.events = want;
         ev.data.ptr = &end;
@@ -343,31 +397,37 @@ class Pipe {
     }
   }
 
+  void Unwatch(End* end) {
+    if (!end->watched) return;
+    epoll_ctl(epoll_, EPOLL_CTL_DEL, end->fd, nullptr);
+    end->watched = false;
+    end->events = 0;
+  }
+
+  void CloseFd(End* end) {
+    if (end->fd < 0) return;
+    Unwatch(end);
+    close(end->fd);
+    end->fd = -1;
+  }
+
   void Close(Tunnel* t) {
     if (t->dead) return;
     t->dead = true;
     if (t->closing) closingCount_--;
-    for (End& end : t->ends) {
-      if (end.fd >= 0) {
-        epoll_ctl(epoll_, EPOLL_CTL_DEL, end.fd, nullptr);
-        close(end.fd);
-      } else if (end.fd <= -2) {
-        close(-end.fd - 2);
-      }
-      end.fd = -1;
-    }
+    for (End& end : t->ends) CloseFd(&end);
     tunnels_.erase(t->id);
     graveyard_.push_back(t);
-    if (reported_ == nullptr) reported_ = new std::vector<uint32_t>();
+    if (reported_ == nullptr) reported_ = new std::vector<uint64_t>();
     reported_->push_back(t->id);
   }
 
-  /** Closes idle tunnels and closing ones past their grace. */
-  void Sweep(int64_t now) {
+  /** Closes idle tunnels and closing ones past their deadline. */
+  void Sweep() {
     std::vector<Tunnel*> due;
     for (auto& entry : tunnels_) {
       Tunnel* t = entry.second;
-      if ((t->closing && now >= t->deadline) || (t->idleMs > 0 && now - t->lastActive >= t->idleMs)) {
+      if ((t->closing && now_ >= t->deadline) || (t->idleMs > 0 && now_ - t->lastActive >= t->idleMs)) {
         due.push_back(t);
       }
     }
@@ -390,13 +450,15 @@ class Pipe {
   std::thread thread_;
   std::mutex mutex_;
   std::vector<Command> commands_;
-  bool stop_ = false;
-  uint32_t lastId_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> broken_{false};
+  uint64_t lastId_ = 0;
   // Owned by the pipe thread.
-  std::unordered_map<uint32_t, Tunnel*> tunnels_;
+  std::unordered_map<uint64_t, Tunnel*> tunnels_;
   std::vector<Tunnel*> graveyard_;
-  std::vector<uint32_t>* reported_ = nullptr;
+  std::vector<uint64_t>* reported_ = nullptr;
   int closingCount_ = 0;
+  int64_t now_ = NowMs();
 };
 
 // --- JavaScript bindings ---------------------------------------------------------------------
@@ -458,6 +520,7 @@ napi_value Add(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   Pipe* pipe = PipeOf(env);
   if (pipe == nullptr) return Throw(env, "the pipe is not started");
+  if (!pipe->working()) return Throw(env, "the pipe thread has stopped");
   if (!Args(env, info, 3, argv)) return Throw(env, "add(clientFd, upstreamFd, idleMs)");
   int fds[2] = {static_cast<int>(Int(env, argv[0])), static_cast<int>(Int(env, argv[1]))};
   auto* t = new Tunnel();
@@ -479,10 +542,10 @@ napi_value Add(napi_env env, napi_callback_info info) {
   command.kind = CommandKind::kAdd;
   command.tunnel = t;
   command.id = t->id;
-  uint32_t id = t->id;
+  uint64_t id = t->id;
   pipe->Push(std::move(command));
   napi_value out;
-  napi_create_uint32(env, id, &out);
+  napi_create_double(env, static_cast<double>(id), &out);
   return out;
 }
 
@@ -493,7 +556,7 @@ napi_value CloseWith(napi_env env, napi_callback_info info) {
   if (pipe == nullptr || !Args(env, info, 4, argv)) return Throw(env, "closeWith(id, toClient, toUpstream, graceMs)");
   Command command;
   command.kind = CommandKind::kCloseWith;
-  command.id = static_cast<uint32_t>(Int(env, argv[0]));
+  command.id = static_cast<uint64_t>(Int(env, argv[0]));
   command.toClient = Bytes(env, argv[1]);
   command.toUpstream = Bytes(env, argv[2]);
   command.graceMs = Int(env, argv[3]);
@@ -508,7 +571,7 @@ napi_value Destroy(napi_env env, napi_callback_info info) {
   if (pipe == nullptr || !Args(env, info, 1, argv)) return Throw(env, "destroy(id)");
   Command command;
   command.kind = CommandKind::kDestroy;
-  command.id = static_cast<uint32_t>(Int(env, argv[0]));
+  command.id = static_cast<uint64_t>(Int(env, argv[0]));
   pipe->Push(std::move(command));
   return nullptr;
 }

@@ -154,7 +154,79 @@ describe('native pipe', () => {
     client.write('hello');
     await ended;
     expect(text).toBe('last words');
+    // The client's socket lingers until the client ends too, as a WebSocket client does.
+    expect(await pipedCount(proxy.admin)).toBe(1);
+    client.end();
     await waitUntil(async () => (await pipedCount(proxy.admin)) === 0);
+  });
+
+  it('delivers all the backend sends after the client ended, to a client that reads late', async () => {
+    const reply = randomBytes(4 * 1024 * 1024);
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', () => {});
+      socket.on('end', () => socket.end(reply));
+    });
+    const proxy = await proxyTo(backendPort);
+    const client = await upgrade(proxy.port);
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    client.end();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const got: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => got.push(chunk));
+    const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+    client.resume();
+    await ended;
+    expect(sha(Buffer.concat(got))).toBe(sha(reply));
+  });
+
+  it('does not reset a client with unread bytes when the backend ends: the last bytes arrive', async () => {
+    const reply = randomBytes(2 * 1024 * 1024);
+    let backendSocket: net.Socket | undefined;
+    const backendPort = await startUpgradeBackend((socket) => {
+      // This backend reads nothing: the client's bytes back up in the proxy.
+      socket.pause();
+      backendSocket = socket;
+    });
+    const proxy = await proxyTo(backendPort);
+    const client = await upgrade(proxy.port);
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    let clientError: Error | undefined;
+    client.on('error', (error) => {
+      clientError = error;
+    });
+    client.write(randomBytes(8 * 1024 * 1024));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    backendSocket?.end(reply);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const got: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => got.push(chunk));
+    const ended = new Promise<void>((resolve) => {
+      client.once('end', () => resolve());
+      client.once('close', () => resolve());
+    });
+    client.resume();
+    await ended;
+    expect(clientError).toBeUndefined();
+    expect(sha(Buffer.concat(got))).toBe(sha(reply));
+  });
+
+  it('passes on what the backend sent before it reset the connection', async () => {
+    const last = randomBytes(1000);
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.once('data', () => {
+        socket.write(last, () => socket.resetAndDestroy());
+      });
+    });
+    const proxy = await proxyTo(backendPort);
+    const client = await upgrade(proxy.port);
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    const got: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => got.push(chunk));
+    const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+    client.resume();
+    client.write('go');
+    await ended;
+    expect(Buffer.concat(got)).toEqual(last);
   });
 
   it('closes a piped tunnel with no bytes either way for timeouts.idle, and not one that talks', async () => {
@@ -182,6 +254,30 @@ describe('native pipe', () => {
     clearInterval(ticker);
     expect(echoed).toBeGreaterThan(0);
     expect(await pipedCount(proxy.admin)).toBe(1);
+  });
+
+  it('waits on shutdown for piped tunnels to finish their close handshake, without an admin listener', async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', () => {});
+      socket.on('end', () => socket.end());
+    });
+    const proxy = await startProxy({ backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }] });
+    const client = await upgrade(proxy.port);
+    await waitUntil(() => proxy.child.pid !== undefined && socketCount(proxy.child.pid) >= 3);
+    let closeFrameAt = 0;
+    client.on('data', () => {
+      closeFrameAt = Date.now();
+    });
+    // The client answers the close frame only after 600 ms.
+    client.on('end', () => setTimeout(() => client.end(), 600));
+    client.resume();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const stoppedAt = Date.now();
+    proxy.child.kill('SIGTERM');
+    expect(await proxy.exited).toBe(0);
+    expect(closeFrameAt).toBeGreaterThan(0);
+    expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual(500);
+    expect(proxy.output()).toMatch(/"event":"stopped"/);
   });
 
   it("closes piped tunnels with 1001 each way on shutdown, the backend's frame masked", async () => {

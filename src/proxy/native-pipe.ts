@@ -46,20 +46,39 @@ function load(): NativePipe | null {
   }
   if (typeof binding.start !== 'function') return null;
   const closed = new Map<number, () => void>();
+  // Open tunnels keep the process alive, as their sockets did: shutdown waits for them.
+  let alive: NodeJS.Timeout | undefined;
   binding.start((ids) => {
+    let failure: unknown;
     for (const id of ids) {
       const onClosed = closed.get(id);
       closed.delete(id);
-      onClosed?.();
+      try {
+        onClosed?.();
+      } catch (error) {
+        failure ??= error;
+      }
     }
+    if (closed.size === 0 && alive !== undefined) {
+      clearInterval(alive);
+      alive = undefined;
+    }
+    if (failure !== undefined) throw failure;
   });
   return {
     adopt(client, upstream, idleMs, onClosed) {
       const clientFd = descriptorOf(client);
       const upstreamFd = descriptorOf(upstream);
       if (clientFd === undefined || upstreamFd === undefined) return undefined;
-      const id = binding.add(clientFd, upstreamFd, idleMs);
+      let id: number;
+      try {
+        id = binding.add(clientFd, upstreamFd, idleMs);
+      } catch {
+        // Out of descriptors, or the pipe thread stopped: the sockets stay with Node.
+        return undefined;
+      }
       closed.set(id, onClosed);
+      alive ??= setInterval(() => {}, 1 << 30);
       client.destroy();
       upstream.destroy();
       return id;

@@ -35,9 +35,12 @@ function clientData(this: Duplex, chunk: Buffer): void {
   if (tunnel !== undefined && !tunnel.upstream.write(chunk)) this.pause();
 }
 
-/** A socket drained: the other side may send again. */
+/** A socket drained: the other side may send again, or the tunnel may go to the native pipe. */
 function drained(this: Duplex): void {
-  tunnelOf(this)?.peerOf(this).resume();
+  const tunnel = tunnelOf(this);
+  if (tunnel === undefined) return;
+  tunnel.peerOf(this).resume();
+  tunnel.offerToPipe();
 }
 
 /** A socket ended: the end is passed on. */
@@ -54,6 +57,8 @@ export class ByteTunnel implements Tunnel {
   private detached = false;
   /** Waits for the backend's first bytes (its handshake answer); cleared when they come. */
   private answerTimer: NodeJS.Timeout | undefined;
+  /** The backend's first bytes came. */
+  private answered = false;
   /** The native pipe and the tunnel's id there, once handed over. */
   private pipe: NativePipe | undefined;
   private pipeId: number | undefined;
@@ -145,48 +150,48 @@ export class ByteTunnel implements Tunnel {
       clearTimeout(this.answerTimer);
       this.answerTimer = undefined;
     }
-    const first = this.onAnswer !== undefined || this.handover !== undefined;
+    const first = !this.answered;
+    this.answered = true;
     if (this.onAnswer !== undefined) {
       const onAnswer = this.onAnswer;
       this.onAnswer = undefined;
       onAnswer(chunk);
     }
     if (!this.client.write(chunk)) this.upstream.pause();
-    if (first && this.handover !== undefined) {
-      const handover = this.handover;
-      this.handover = undefined;
-      if (statusOfHead(chunk) === 101) this.handOver(handover);
-    }
+    // Only a switch to the WebSocket protocol makes the rest a byte stream for the pipe.
+    if (first && statusOfHead(chunk) !== 101) this.handover = undefined;
+    this.offerToPipe();
   }
 
   /**
-   * Gives both sockets to the native pipe, if nothing is queued on them: a byte Node holds in a
-   * stream buffer would be lost. A tunnel that cannot go stays on its sockets.
+   * @internal Gives both sockets to the native pipe once the backend has switched protocols and
+   * nothing is queued on either socket (a byte Node holds in a stream buffer would be lost);
+   * called again when a socket drains. A tunnel that cannot go stays on its sockets.
    */
-  private handOver({ pipe, idleMs }: PipeHandover): void {
+  offerToPipe(): void {
+    const handover = this.handover;
+    if (handover === undefined || !this.answered) return;
     const { client, upstream } = this;
-    if (
-      this.closed ||
-      this.detached ||
-      !isSocket(client) ||
+    if (this.closed || this.detached || !isSocket(client) || client.readableEnded || upstream.readableEnded) {
+      this.handover = undefined;
+      return;
+    }
+    const queued =
       client.writableLength > 0 ||
       upstream.writableLength > 0 ||
       client.readableLength > 0 ||
-      upstream.readableLength > 0 ||
-      client.readableEnded ||
-      upstream.readableEnded
-    ) {
-      return;
-    }
+      upstream.readableLength > 0;
+    if (queued) return;
+    this.handover = undefined;
     this.release();
     this.closed = false;
-    const id = pipe.adopt(client, upstream, idleMs, () => this.pipeClosed());
+    const id = handover.pipe.adopt(client, upstream, handover.idleMs, () => this.pipeClosed());
     if (id === undefined) {
       this.reattach();
       return;
     }
     this.pipeId = id;
-    this.pipe = pipe;
+    this.pipe = handover.pipe;
   }
 
   private pipeClosed(): void {
