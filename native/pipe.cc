@@ -137,11 +137,14 @@ class Pipe {
   bool working() const { return !broken_.load(); }
 
   void Push(Command command) {
+    bool first;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      first = commands_.empty();
       commands_.push_back(std::move(command));
     }
-    Wake();
+    // Commands queued behind the first are taken with it: one wake-up.
+    if (first) Wake();
   }
 
   uint64_t NextId() { return ++lastId_; }
@@ -531,7 +534,8 @@ napi_value Add(napi_env env, napi_callback_info info) {
       delete t;
       return Throw(env, "a socket could not be duplicated");
     }
-    fcntl(copy, F_SETFL, fcntl(copy, F_GETFL) | O_NONBLOCK);
+    // Non-blocking already: the copy shares the open file description, and with it the O_NONBLOCK
+    // libuv set.
     t->ends[side].tunnel = t;
     t->ends[side].side = side;
     t->ends[side].fd = copy;

@@ -35,12 +35,34 @@ function clientData(this: Duplex, chunk: Buffer): void {
   if (tunnel !== undefined && !tunnel.upstream.write(chunk)) this.pause();
 }
 
-/** A socket drained: the other side may send again, or the tunnel may go to the native pipe. */
+/** A socket drained: the other side may send again. */
 function drained(this: Duplex): void {
-  const tunnel = tunnelOf(this);
-  if (tunnel === undefined) return;
-  tunnel.peerOf(this).resume();
-  tunnel.offerToPipe();
+  tunnelOf(this)?.peerOf(this).resume();
+}
+
+// Tunnels go to the native pipe once they have lived PIPE_AFTER_MS to 2 × PIPE_AFTER_MS after
+// their 101: a WebSocket that opens and closes at once is cheaper kept on its Node sockets than
+// handed over. Two generations, swapped on each tick: `due` is offered, `fresh` waits one tick.
+const PIPE_AFTER_MS = 250;
+let fresh = new Set<ByteTunnel>();
+let due = new Set<ByteTunnel>();
+let pipeTicker: NodeJS.Timeout | undefined;
+
+function awaitPipe(tunnel: ByteTunnel): void {
+  fresh.add(tunnel);
+  pipeTicker ??= setInterval(offerDue, PIPE_AFTER_MS).unref();
+}
+
+function offerDue(): void {
+  const offered = due;
+  due = fresh;
+  fresh = new Set();
+  // A tunnel with bytes still queued stays due for the next tick.
+  for (const tunnel of offered) if (tunnel.offerToPipe() === 'later') due.add(tunnel);
+  if (due.size === 0 && pipeTicker !== undefined) {
+    clearInterval(pipeTicker);
+    pipeTicker = undefined;
+  }
 }
 
 /** A socket ended: the end is passed on. */
@@ -159,39 +181,42 @@ export class ByteTunnel implements Tunnel {
     }
     if (!this.client.write(chunk)) this.upstream.pause();
     // Only a switch to the WebSocket protocol makes the rest a byte stream for the pipe.
-    if (first && statusOfHead(chunk) !== 101) this.handover = undefined;
-    this.offerToPipe();
+    if (first && this.handover !== undefined) {
+      if (statusOfHead(chunk) === 101) awaitPipe(this);
+      else this.handover = undefined;
+    }
   }
 
   /**
-   * @internal Gives both sockets to the native pipe once the backend has switched protocols and
-   * nothing is queued on either socket (a byte Node holds in a stream buffer would be lost);
-   * called again when a socket drains. A tunnel that cannot go stays on its sockets.
+   * @internal Gives both sockets to the native pipe if nothing is queued on either (a byte Node
+   * holds in a stream buffer would be lost): 'later' when something is. A tunnel that cannot go
+   * ('never') stays on its sockets.
    */
-  offerToPipe(): void {
+  offerToPipe(): 'done' | 'later' | 'never' {
     const handover = this.handover;
-    if (handover === undefined || !this.answered) return;
+    if (handover === undefined) return 'never';
     const { client, upstream } = this;
     if (this.closed || this.detached || !isSocket(client) || client.readableEnded || upstream.readableEnded) {
       this.handover = undefined;
-      return;
+      return 'never';
     }
     const queued =
       client.writableLength > 0 ||
       upstream.writableLength > 0 ||
       client.readableLength > 0 ||
       upstream.readableLength > 0;
-    if (queued) return;
+    if (queued) return 'later';
     this.handover = undefined;
     this.release();
     this.closed = false;
     const id = handover.pipe.adopt(client, upstream, handover.idleMs, () => this.pipeClosed());
     if (id === undefined) {
       this.reattach();
-      return;
+      return 'never';
     }
     this.pipeId = id;
     this.pipe = handover.pipe;
+    return 'done';
   }
 
   private pipeClosed(): void {
@@ -219,6 +244,8 @@ export class ByteTunnel implements Tunnel {
   }
 
   close(): void {
+    fresh.delete(this);
+    due.delete(this);
     if (this.closed) return;
     if (this.pipe !== undefined && this.pipeId !== undefined) {
       this.pipe.destroy(this.pipeId);
