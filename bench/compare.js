@@ -49,7 +49,19 @@ async function measure(root, mode, dir, backendPorts, client) {
     if (mode === 'http') units = (await wrk(http, { seconds, connections: 64 })).requests;
     else if (mode === 'upgrades')
       units = (await client.cmd({ cmd: 'upgrades', url: ws, seconds, concurrency: 16, rooms: 1000 })).count;
-    else units = (await client.cmd({ cmd: 'throughput', url: ws, seconds, window: 16, size: 64 })).messages;
+    else {
+      // Counted after a second on the connection, with the proxy's CPU read by the client.
+      const r = await client.cmd({
+        cmd: 'throughput',
+        url: ws,
+        seconds,
+        window: 16,
+        size: 64,
+        warmup: 1,
+        pids: peer.pids(),
+      });
+      return r.messages / r.cpuSeconds;
+    }
     return units / (treeCpu(peer.pids()) - cpu0);
   } finally {
     await peer.stop();

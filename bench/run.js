@@ -149,17 +149,21 @@ async function measureUpgrades(peer, client) {
 }
 
 async function measureThroughput(peer, client) {
-  const pids = peer.pids();
-  const cpu0 = treeCpu(pids);
+  // The client counts messages and reads the proxy's CPU after a warm-up second: the figure is an
+  // established connection's, not its upgrade's.
   const r = await client.cmd({
     cmd: 'throughput',
     url: wsUrlOf(peer),
     seconds: cfg.wsSeconds,
     window: cfg.window,
     size: cfg.msgBytes,
+    warmup: cfg.warmup,
+    pids: peer.pids(),
   });
-  const cpu = treeCpu(pids) - cpu0;
-  return { msgsPerS: r.messages / r.seconds, msgsPerCpu: peer.proxied ? r.messages / cpu : undefined };
+  return {
+    msgsPerS: r.messages / r.seconds,
+    msgsPerCpu: peer.proxied ? r.messages / r.cpuSeconds : undefined,
+  };
 }
 
 async function measureConnections(peer, client) {
@@ -315,7 +319,7 @@ function markdown({ machine: m, versions: v, peers, figures, ring, notes, descri
     ...peers.map((p) => `- ${LABELS[p]}: ${describe[p]}`),
     `- HTTP: \`wrk -t1 -c${cfg.wrkConnections} -d${cfg.httpSeconds}s\` (after ${cfg.warmup}s warm-up), GET requests spread over ${cfg.httpRooms} room ids in the query string.`,
     `- WS upgrades: ${cfg.upgradeConcurrency} concurrent open + close-handshake loops for ${cfg.wsSeconds}s over ${cfg.httpRooms} rooms.`,
-    `- WS messages: one connection, ${cfg.window} echoes of ${cfg.msgBytes} bytes in flight for ${cfg.wsSeconds}s; messages = client→backend + backend→client.`,
+    `- WS messages: one connection, ${cfg.window} echoes of ${cfg.msgBytes} bytes in flight for ${cfg.wsSeconds}s after ${cfg.warmup}s of the same (the established connection, not its upgrade); messages = client→backend + backend→client.`,
     `- Idle/echo: proxy restarted, ${cfg.idleConns} connections over ${cfg.echoRooms} rooms; RSS (VmRSS summed over the proxy's processes) before/after opening; then ${cfg.echoRate} echoes/s spread over them for ${cfg.wsSeconds}s (open loop).`,
     `- Rooms split: per room, the backends (X-Backend) reached by its ${Math.round(cfg.idleConns / cfg.echoRooms)} WebSockets and one HTTP request through the proxy; a room with more than one backend is split.`,
     `- Rounds: ${cfg.rounds}.`,

@@ -3,13 +3,14 @@
 //
 // Commands ({cmd, ...} in, {ok, ...} or {error} out):
 //   upgrades   {url, seconds, concurrency, rooms}  open + close-handshake loop; counts completed upgrades
-//   throughput {url, seconds, window, size}       one connection, `window` echoes in flight
+//   throughput {url, seconds, window, size, warmup, pids}  one connection, `window` echoes in flight
 //   open       {url, conns, rooms}                 opens idle connections, records each one's backend
 //   echo       {seconds, rate, size}               open-loop echoes over the open connections
 //   httpCheck  {url, rooms}                        one GET per room, records X-Backend
 //   closeAll   {}                                  closes the open connections
 import http from 'node:http';
 import WebSocket from 'ws';
+import { treeCpu } from '../lib/procs.js';
 
 const OPTIONS = { perMessageDeflate: false, handshakeTimeout: 10000 };
 let open = []; // { ws, room, backend, pending: bigint[] }
@@ -58,13 +59,26 @@ async function upgrades({ url, seconds, concurrency, rooms }) {
   return { count, errors, seconds: elapsed };
 }
 
-async function throughput({ url, seconds, window, size }) {
+/**
+ * One connection with `window` echoes in flight. Counting starts after `warmup` seconds, so the
+ * figure is the established connection's (its upgrade is measured by `upgrades`); with `pids`,
+ * the proxy's CPU seconds over the counted window are read here too.
+ */
+async function throughput({ url, seconds, window, size, warmup = 0, pids = [] }) {
   const conn = await connect(url, roomName(0));
   const payload = Buffer.alloc(size, 120);
   let sent = 0;
   let received = 0;
   let stopping = false;
-  const started = process.hrtime.bigint();
+  let started = process.hrtime.bigint();
+  let counted0 = 0;
+  let cpu0 = treeCpu(pids);
+  const mark = () => {
+    started = process.hrtime.bigint();
+    counted0 = sent + received;
+    cpu0 = treeCpu(pids);
+  };
+  if (warmup > 0) setTimeout(mark, warmup * 1000);
   await new Promise((resolve) => {
     conn.ws.on('message', () => {
       received++;
@@ -77,16 +91,20 @@ async function throughput({ url, seconds, window, size }) {
       conn.ws.send(payload);
       sent++;
     }
-    setTimeout(() => {
-      stopping = true;
-      if (received === sent) resolve();
-      setTimeout(resolve, 2000).unref();
-    }, seconds * 1000);
+    setTimeout(
+      () => {
+        stopping = true;
+        if (received === sent) resolve();
+        setTimeout(resolve, 2000).unref();
+      },
+      (warmup + seconds) * 1000,
+    );
   });
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpuSeconds = treeCpu(pids) - cpu0;
   conn.ws.terminate();
   // Messages through the proxy: each echo is one message in and one out.
-  return { echoes: received, messages: sent + received, seconds: elapsed };
+  return { echoes: received, messages: sent + received - counted0, seconds: elapsed, cpuSeconds };
 }
 
 async function openConnections({ url, conns, rooms, batch = 100 }) {
