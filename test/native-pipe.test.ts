@@ -141,6 +141,28 @@ describe('native pipe', () => {
     await waitForSocketCount(proxy.child.pid as number, before);
   });
 
+  it('hands over a tunnel whose bytes were queued in Node once they are written, losing none', async () => {
+    const burst = randomBytes(4 * 1024 * 1024);
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.write(burst);
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    const proxy = await proxyTo(backendPort);
+    const client = await upgrade(proxy.port);
+    // The client reads nothing for a second: the burst waits in the proxy's Node sockets.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(await pipedCount(proxy.admin)).toBe(0);
+    const got: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => got.push(chunk));
+    client.resume();
+    await waitUntil(() => Buffer.concat(got).length >= burst.length, 10000);
+    expect(sha(Buffer.concat(got))).toBe(sha(burst));
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    got.length = 0;
+    client.write('after');
+    await waitUntil(() => Buffer.concat(got).toString() === 'after');
+  });
+
   it('ends the client when the backend ends, after what the backend sent last', async () => {
     const backendPort = await startUpgradeBackend((socket) => {
       socket.once('data', () => socket.end(Buffer.from('last words')));
