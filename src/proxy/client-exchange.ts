@@ -78,6 +78,11 @@ export class ClientRequest {
   }
 }
 
+/** What forwards an exchange, told when its client goes away (an object, not a closure per request). */
+export interface AbortListener {
+  clientAborted(): void;
+}
+
 /** Request body bytes held before a consumer attaches, per exchange, before reading pauses. */
 const BODY_HIGH_WATER = 64 * 1024;
 
@@ -91,8 +96,8 @@ export class ClientExchange {
   done = false;
   /** The connection closes after this response. */
   closeAfter = false;
-  /** Called once if the client goes away before the response is complete. */
-  onAbort: (() => void) | undefined;
+  /** Told once if the client goes away before the response is complete. */
+  onAbort: AbortListener | undefined;
   private pending: Buffer[] | undefined;
   private pendingBytes = 0;
   private onChunk: ((chunk: Buffer) => void) | undefined;
@@ -274,7 +279,7 @@ export class ClientExchange {
     this.stopBody();
     const onAbort = this.onAbort;
     this.onAbort = undefined;
-    onAbort?.();
+    onAbort?.clientAborted();
   }
 
   private finish(): void {

@@ -6,7 +6,7 @@
 
 import type { ErrorCode } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
-import type { ClientExchange, ClientRequest } from './client-exchange.js';
+import type { AbortListener, ClientExchange, ClientRequest } from './client-exchange.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
 import type { ProxyObserver } from './observer.js';
@@ -133,7 +133,7 @@ export class HttpForwarder {
  * returns the connection to the pool when both messages are complete. The request body starts
  * only once the connection is open, so a refused connection loses nothing.
  */
-class Attempt implements ResponseSink, UpstreamOwner {
+class Attempt implements ResponseSink, UpstreamOwner, AbortListener {
   private connection: UpstreamConnection | undefined;
   private reused = false;
   private connected = false;
@@ -146,6 +146,8 @@ class Attempt implements ResponseSink, UpstreamOwner {
   private awaitingDrain = false;
   private connectTimer: NodeJS.Timeout | undefined;
   private readonly reader: ResponseReader;
+  /** The client socket's 'drain' listener, made only when the response backs up. */
+  private drainListener: (() => void) | undefined;
 
   constructor(
     private readonly forwarder: HttpForwarder,
@@ -163,18 +165,18 @@ class Attempt implements ResponseSink, UpstreamOwner {
     this.connection = connection;
     this.reused = pooled !== undefined;
     connection.owner = this;
-    this.exchange.client.onAbort = this.onClientClose;
+    this.exchange.client.onAbort = this;
     if (this.reused) {
       this.onConnected();
       return;
     }
-    connection.onConnect = this.onConnected;
+    connection.onConnect = () => this.onConnected();
     if (this.timeouts.connect > 0) {
       this.connectTimer = setTimeout(() => this.fail('ROOMRING_CONNECT_TIMEOUT'), this.timeouts.connect);
     }
   }
 
-  private readonly onConnected = (): void => {
+  private onConnected(): void {
     clearTimeout(this.connectTimer);
     const connection = this.connection as UpstreamConnection;
     const { client } = this.exchange;
@@ -191,17 +193,20 @@ class Attempt implements ResponseSink, UpstreamOwner {
       this.requestSent = true;
       return;
     }
-    client.readBody(chunked ? this.sendChunk : this.sendBytes, this.bodyEnded);
-  };
+    // Closures only for a request with a body.
+    client.readBody(chunked ? (chunk) => this.sendChunk(chunk) : (chunk) => this.sendBytes(chunk), () =>
+      this.bodyEnded(),
+    );
+  }
 
-  private readonly sendBytes = (chunk: Buffer): void => {
+  private sendBytes(chunk: Buffer): void {
     const connection = this.connection as UpstreamConnection;
     // A body still going out keeps the exchange alive: the backend answers once it has it.
     connection.touch();
     if (!connection.socket.write(chunk)) this.exchange.client.pauseBody();
-  };
+  }
 
-  private readonly sendChunk = (chunk: Buffer): void => {
+  private sendChunk(chunk: Buffer): void {
     if (chunk.length === 0) return;
     const connection = this.connection as UpstreamConnection;
     connection.touch();
@@ -213,17 +218,17 @@ class Attempt implements ResponseSink, UpstreamOwner {
     const more = socket.write('\r\n', 'latin1');
     socket.uncork();
     if (!more) this.exchange.client.pauseBody();
-  };
+  }
 
   upstreamDrain(): void {
     this.exchange.client.resumeBody();
   }
 
-  private readonly bodyEnded = (): void => {
+  private bodyEnded(): void {
     if (this.exchange.client.request.chunked) this.connection?.socket.write('0\r\n\r\n', 'latin1');
     this.requestSent = true;
     if (this.reader.done) this.release();
-  };
+  }
 
   upstreamData(chunk: Buffer): void {
     this.bytesRead = true;
@@ -260,14 +265,15 @@ class Attempt implements ResponseSink, UpstreamOwner {
     if (!client.write(chunk) && !this.awaitingDrain) {
       this.awaitingDrain = true;
       this.connection?.socket.pause();
-      client.socket.once('drain', this.resumeResponse);
+      this.drainListener ??= () => this.resumeResponse();
+      client.socket.once('drain', this.drainListener);
     }
   }
 
-  private readonly resumeResponse = (): void => {
+  private resumeResponse(): void {
     this.awaitingDrain = false;
     this.connection?.socket.resume();
-  };
+  }
 
   end(): void {
     // The connection goes back to the pool first: a pipelined request next in line may take it.
@@ -299,8 +305,8 @@ class Attempt implements ResponseSink, UpstreamOwner {
   private detach(): void {
     clearTimeout(this.connectTimer);
     const { client } = this.exchange;
-    if (client.onAbort === this.onClientClose) client.onAbort = undefined;
-    client.socket.off('drain', this.resumeResponse);
+    if (client.onAbort === this) client.onAbort = undefined;
+    if (this.drainListener !== undefined) client.socket.off('drain', this.drainListener);
     client.stopBody();
     const connection = this.connection;
     if (connection === undefined) return;
@@ -325,8 +331,10 @@ class Attempt implements ResponseSink, UpstreamOwner {
     this.fail(this.connected ? 'ROOMRING_RESPONSE_TIMEOUT' : 'ROOMRING_CONNECT_TIMEOUT');
   }
 
-  // The client went away: drop the backend exchange too, so no pooled socket is left half-used.
-  private readonly onClientClose = (): void => this.drop();
+  /** The client went away: the backend exchange is dropped too, so no pooled socket is left half-used. */
+  clientAborted(): void {
+    this.drop();
+  }
 
   /** One verdict per attempt: a later error must not touch a resend or failover under way. */
   private fail(code: string): void {
