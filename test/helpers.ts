@@ -49,6 +49,18 @@ export async function freePort(): Promise<number> {
   throw new Error('no free port found between 20000 and 32000');
 }
 
+/**
+ * A port nothing listens on, for a backend that refuses connections: drawn from 10000–19999, a
+ * range neither freePort nor the kernel's ephemeral ports use, so no test starts listening there.
+ */
+export async function deadPort(): Promise<number> {
+  for (let tries = 0; tries < 50; tries++) {
+    const port = 10000 + Math.floor(Math.random() * 10000);
+    if (await canListen(port)) return port;
+  }
+  throw new Error('no unused port found between 10000 and 20000');
+}
+
 function canListen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = net.createServer();

@@ -10,7 +10,7 @@ import type WebSocket from 'ws';
 import { Ring } from '../src/ring/ring.js';
 import {
   connectRaw,
-  freePort,
+  deadPort,
   openSocket,
   readAll,
   request,
@@ -352,7 +352,7 @@ describe('backends that hang or refuse', () => {
 
   it('answers 502 once failover is exhausted, for HTTP and WebSocket', async () => {
     const backend = await startBackend('live');
-    const [p1, p2] = await Promise.all([freePort(), freePort()]);
+    const [p1, p2] = await Promise.all([deadPort(), deadPort()]);
     const dead = [
       { id: 'dead1', url: `http://127.0.0.1:${p1}` },
       { id: 'dead2', url: `http://127.0.0.1:${p2}` },
@@ -390,7 +390,7 @@ describe('backends that hang or refuse', () => {
   });
 
   it('answers 502 and then 503 when every backend refuses', async () => {
-    const [p1, p2] = await Promise.all([freePort(), freePort()]);
+    const [p1, p2] = await Promise.all([deadPort(), deadPort()]);
     const run = await proxyFor([
       { id: 'dead1', url: `http://127.0.0.1:${p1}` },
       { id: 'dead2', url: `http://127.0.0.1:${p2}` },

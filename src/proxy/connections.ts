@@ -33,6 +33,12 @@ export class ConnectionTracker {
     rooms.set(tunnel.room, (rooms.get(tunnel.room) ?? 0) + 1);
   }
 
+  /** `to` stands for `from` from now on: same room, same backend, counts unchanged. */
+  replace(from: Tunnel, to: Tunnel): void {
+    if (!this.tunnels.delete(from)) return;
+    this.tunnels.add(to);
+  }
+
   remove(tunnel: Tunnel): void {
     if (!this.tunnels.delete(tunnel)) return;
     if (this.tunnels.size === 0) {

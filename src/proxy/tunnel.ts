@@ -19,6 +19,42 @@ import { CLOSE_GRACE_MS, clientCloseFrame, closeTunnel, serverCloseFrame } from 
 export interface PipeHandover {
   readonly pipe: NativePipe;
   readonly idleMs: number;
+  /** The tunnel now stands as `to` (the tracker swaps them; counts stay). */
+  replace(from: Tunnel, to: Tunnel): void;
+}
+
+/**
+ * A tunnel in the native pipe: ids and close calls only. The ByteTunnel it came from, and the
+ * destroyed Node sockets with it, are left to the garbage collector.
+ */
+export class PipedTunnel implements Tunnel {
+  readonly piped = true;
+  private closed = false;
+  /** The tunnel's id in the pipe, set once the pipe took it. */
+  id = 0;
+
+  constructor(
+    readonly room: string | null,
+    readonly backendId: string,
+    private readonly pipe: NativePipe,
+    private readonly onClose: (tunnel: Tunnel) => void,
+  ) {}
+
+  closeWith(code: number): void {
+    if (!this.closed)
+      this.pipe.closeWith(this.id, serverCloseFrame(code), clientCloseFrame(code), CLOSE_GRACE_MS);
+  }
+
+  destroy(): void {
+    if (!this.closed) this.pipe.destroy(this.id);
+  }
+
+  /** @internal The pipe closed both sockets. */
+  pipeClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.onClose(this);
+  }
 }
 
 const TUNNEL = Symbol('tunnel');
@@ -81,26 +117,20 @@ export class ByteTunnel implements Tunnel {
   private answerTimer: NodeJS.Timeout | undefined;
   /** The backend's first bytes came. */
   private answered = false;
-  /** The native pipe and the tunnel's id there, once handed over. */
-  private pipe: NativePipe | undefined;
-  private pipeId: number | undefined;
+  readonly piped = false;
 
   constructor(
     readonly room: string | null,
     readonly backendId: string,
     readonly client: Duplex,
     readonly upstream: Socket,
-    private readonly onClose: (tunnel: ByteTunnel) => void,
+    private readonly onClose: (tunnel: Tunnel) => void,
     /** Called with the backend's first chunk (the handshake answer). */
     private onAnswer?: (first: Buffer) => void,
     /** Where the bytes go after a 101, if not through these sockets. */
     private handover?: PipeHandover,
   ) {
     this.reattach();
-  }
-
-  get piped(): boolean {
-    return this.pipeId !== undefined;
   }
 
   /** Installs the shared listeners on both sockets. */
@@ -208,37 +238,25 @@ export class ByteTunnel implements Tunnel {
     if (queued) return 'later';
     this.handover = undefined;
     this.release();
-    this.closed = false;
-    const id = handover.pipe.adopt(client, upstream, handover.idleMs, () => this.pipeClosed());
+    const piped = new PipedTunnel(this.room, this.backendId, handover.pipe, this.onClose);
+    const id = handover.pipe.adopt(client, upstream, handover.idleMs, () => piped.pipeClosed());
     if (id === undefined) {
+      this.closed = false;
       this.reattach();
       return 'never';
     }
-    this.pipeId = id;
-    this.pipe = handover.pipe;
+    piped.id = id;
+    handover.replace(this, piped);
     return 'done';
-  }
-
-  private pipeClosed(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.onClose(this);
   }
 
   /** Closes as both peers expect: a close frame with `code` each way, then both sockets end. */
   closeWith(code: number): void {
-    if (this.closed) return;
-    if (this.pipe !== undefined && this.pipeId !== undefined) {
-      this.pipe.closeWith(this.pipeId, serverCloseFrame(code), clientCloseFrame(code), CLOSE_GRACE_MS);
-    } else closeTunnel(this, code);
+    if (!this.closed) closeTunnel(this, code);
   }
 
   /** Closes both sockets now. */
   destroy(): void {
-    if (this.pipe !== undefined && this.pipeId !== undefined) {
-      if (!this.closed) this.pipe.destroy(this.pipeId);
-      return;
-    }
     this.client.destroy();
     this.upstream.destroy();
   }
@@ -247,10 +265,6 @@ export class ByteTunnel implements Tunnel {
     fresh.delete(this);
     due.delete(this);
     if (this.closed) return;
-    if (this.pipe !== undefined && this.pipeId !== undefined) {
-      this.pipe.destroy(this.pipeId);
-      return;
-    }
     this.closed = true;
     clearTimeout(this.answerTimer);
     this.onClose(this);

@@ -79,7 +79,13 @@ export class WebSocketForwarder {
   private handover(): PipeHandover | undefined {
     if (this.options.pipe !== 'native') return undefined;
     const pipe = nativePipe();
-    return pipe && { pipe, idleMs: this.options.timeouts.idle };
+    return (
+      pipe && {
+        pipe,
+        idleMs: this.options.timeouts.idle,
+        replace: (from, to) => this.tracker.replace(from, to),
+      }
+    );
   }
 
   private connect(backend: Backend): Socket {
@@ -124,7 +130,7 @@ export class WebSocketForwarder {
       backend.id,
       client,
       upstream,
-      (closed: ByteTunnel) => this.tracker.remove(closed),
+      (closed) => this.tracker.remove(closed),
       observer && ((first: Buffer) => observer.upgrade(backend.id, statusOfHead(first))),
       this.handover(),
     );
