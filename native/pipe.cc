@@ -35,6 +35,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace {
@@ -175,15 +176,27 @@ class Pipe {
 
   void Run() {
     pthread_setname_np(pthread_self(), "roomring-pipe");
-    std::vector<char> buffer(kReadSize);
     struct epoll_event events[kMaxEvents];
-    int64_t lastSweep = NowMs();
+    int64_t lastIdleSweep = NowMs();
+    int64_t lastClosingSweep = lastIdleSweep;
     while (!stop_.load()) {
-      int timeout = closingCount_ > 0 ? 100 : 1000;
+      int timeout = closing_.empty() ? 1000 : 100;
       int n = epoll_wait(epoll_, events, kMaxEvents, timeout);
       if (n < 0 && errno != EINTR) {
-        // Nothing can be forwarded any more: every tunnel closes, and add() refuses new ones.
+        // Nothing can be forwarded any more: every tunnel closes, queued ones too, and add()
+        // refuses new ones.
         broken_.store(true);
+        std::vector<Command> taken;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          taken.swap(commands_);
+        }
+        for (Command& c : taken) {
+          if (c.kind == CommandKind::kAdd) {
+            tunnels_[c.tunnel->id] = c.tunnel;
+            Close(c.tunnel);
+          }
+        }
         std::vector<Tunnel*> all;
         for (auto& entry : tunnels_) all.push_back(entry.second);
         for (Tunnel* t : all) Close(t);
@@ -201,11 +214,15 @@ class Pipe {
           continue;
         }
         // A socket closed earlier in this round may still have an event in it.
-        if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events, buffer.data());
+        if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events);
       }
-      if (now_ - lastSweep >= (closingCount_ > 0 ? 100 : 1000)) {
-        lastSweep = now_;
-        Sweep();
+      if (!closing_.empty() && now_ - lastClosingSweep >= 100) {
+        lastClosingSweep = now_;
+        SweepClosing();
+      }
+      if (now_ - lastIdleSweep >= 1000) {
+        lastIdleSweep = now_;
+        SweepIdle();
       }
       Bury();
     }
@@ -250,16 +267,17 @@ class Pipe {
   void StartClosing(Tunnel* t, int64_t ms) {
     if (!t->closing) {
       t->closing = true;
-      closingCount_++;
+      closing_.insert(t);
     }
     t->deadline = now_ + ms;
   }
 
-  void Handle(End* end, uint32_t events, char* buffer) {
+  void Handle(End* end, uint32_t events) {
+    char* buffer = buffer_.data();
     Tunnel* t = end->tunnel;
     End* peer = &t->ends[1 - end->side];
     if (events & EPOLLERR) {
-      Failed(end, buffer);
+      Failed(end);
       return;
     }
     if (events & EPOLLOUT) {
@@ -273,7 +291,7 @@ class Pipe {
       } else if (got == 0) {
         end->eof = true;
       } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        Failed(end, buffer);
+        Failed(end);
         return;
       }
     } else if ((events & EPOLLHUP) && !(events & EPOLLOUT)) {
@@ -281,7 +299,7 @@ class Pipe {
       // level-triggered epoll would report that again and again. It leaves epoll until it is to
       // be read again; a hang-up without our FIN is a failure.
       if (!end->shut) {
-        Failed(end, buffer);
+        Failed(end);
         return;
       }
       Unwatch(end);
@@ -294,8 +312,10 @@ class Pipe {
    * is still read and goes to the client, which then gets the end; from the client, the tunnel
    * closes.
    */
-  void Failed(End* end, char* buffer) {
+  void Failed(End* end) {
     Tunnel* t = end->tunnel;
+    if (t->dead) return;
+    char* buffer = buffer_.data();
     if (end->side == kClient) {
       Close(t);
       return;
@@ -311,6 +331,7 @@ class Pipe {
     end->eof = true;
     end->shut = true;
     end->pending.clear();
+    end->offset = 0;
     CloseFd(end);
     if (!client->pending.empty() && client->fd >= 0 && !Flush(client)) return;
     Update(t);
@@ -326,8 +347,8 @@ class Pipe {
     ssize_t sent = send(end->fd, data, length, MSG_NOSIGNAL);
     if (sent < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        Close(end->tunnel);
-        return false;
+        Failed(end);
+        return !end->tunnel->dead;
       }
       sent = 0;
     }
@@ -344,7 +365,7 @@ class Pipe {
       if (sent < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return true;
         if (errno == EINTR) continue;
-        Close(end->tunnel);
+        Failed(end);
         return false;
       }
       end->offset += static_cast<size_t>(sent);
@@ -417,7 +438,7 @@ class Pipe {
   void Close(Tunnel* t) {
     if (t->dead) return;
     t->dead = true;
-    if (t->closing) closingCount_--;
+    if (t->closing) closing_.erase(t);
     for (End& end : t->ends) CloseFd(&end);
     tunnels_.erase(t->id);
     graveyard_.push_back(t);
@@ -425,14 +446,21 @@ class Pipe {
     reported_->push_back(t->id);
   }
 
-  /** Closes idle tunnels and closing ones past their deadline. */
-  void Sweep() {
+  /** Closes closing tunnels past their deadline (every 100 ms while there are any). */
+  void SweepClosing() {
+    std::vector<Tunnel*> due;
+    for (Tunnel* t : closing_) {
+      if (now_ >= t->deadline) due.push_back(t);
+    }
+    for (Tunnel* t : due) Close(t);
+  }
+
+  /** Closes tunnels idle for their limit (every second). */
+  void SweepIdle() {
     std::vector<Tunnel*> due;
     for (auto& entry : tunnels_) {
       Tunnel* t = entry.second;
-      if ((t->closing && now_ >= t->deadline) || (t->idleMs > 0 && now_ - t->lastActive >= t->idleMs)) {
-        due.push_back(t);
-      }
+      if (t->idleMs > 0 && now_ - t->lastActive >= t->idleMs) due.push_back(t);
     }
     for (Tunnel* t : due) Close(t);
   }
@@ -460,7 +488,8 @@ class Pipe {
   std::unordered_map<uint64_t, Tunnel*> tunnels_;
   std::vector<Tunnel*> graveyard_;
   std::vector<uint64_t>* reported_ = nullptr;
-  int closingCount_ = 0;
+  std::unordered_set<Tunnel*> closing_;
+  std::vector<char> buffer_ = std::vector<char>(kReadSize);
   int64_t now_ = NowMs();
 };
 

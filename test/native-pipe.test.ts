@@ -235,6 +235,40 @@ describe('native pipe', () => {
     expect(sha(Buffer.concat(got))).toBe(sha(reply));
   });
 
+  it('still delivers what a closed backend sent to a slow client when its next bytes are answered with a reset', async () => {
+    const last = randomBytes(2 * 1024 * 1024);
+    let backendSocket: net.Socket | undefined;
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', () => {});
+      backendSocket = socket;
+    });
+    const proxy = await proxyTo(backendPort);
+    const client = await upgrade(proxy.port);
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    // The backend sends more than the paused client takes, then closes outright.
+    backendSocket?.end(last, () => backendSocket?.destroy());
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The client's bytes reach a closed socket: the backend's kernel answers with a reset.
+    client.write('one');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    client.write('two');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const got: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => got.push(chunk));
+    let clientError: Error | undefined;
+    client.on('error', (error) => {
+      clientError = error;
+    });
+    const ended = new Promise<void>((resolve) => {
+      client.once('end', () => resolve());
+      client.once('close', () => resolve());
+    });
+    client.resume();
+    await ended;
+    expect(clientError).toBeUndefined();
+    expect(sha(Buffer.concat(got))).toBe(sha(last));
+  });
+
   it('passes on what the backend sent before it reset the connection', async () => {
     const last = randomBytes(1000);
     const backendPort = await startUpgradeBackend((socket) => {

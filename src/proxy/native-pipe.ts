@@ -63,7 +63,12 @@ function load(): NativePipe | null {
       clearInterval(alive);
       alive = undefined;
     }
-    if (failure !== undefined) throw failure;
+    // Thrown outside the native callback, where Node reports it as any uncaught exception.
+    if (failure !== undefined) {
+      process.nextTick(() => {
+        throw failure;
+      });
+    }
   });
   return {
     adopt(client, upstream, idleMs, onClosed) {

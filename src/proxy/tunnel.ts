@@ -30,6 +30,7 @@ export interface PipeHandover {
 export class PipedTunnel implements Tunnel {
   readonly piped = true;
   private closed = false;
+  private closing = false;
   /** The tunnel's id in the pipe, set once the pipe took it. */
   id = 0;
 
@@ -41,8 +42,10 @@ export class PipedTunnel implements Tunnel {
   ) {}
 
   closeWith(code: number): void {
-    if (!this.closed)
-      this.pipe.closeWith(this.id, serverCloseFrame(code), clientCloseFrame(code), CLOSE_GRACE_MS);
+    // One close frame each way, even when a drain and a shutdown both ask.
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    this.pipe.closeWith(this.id, serverCloseFrame(code), clientCloseFrame(code), CLOSE_GRACE_MS);
   }
 
   destroy(): void {
