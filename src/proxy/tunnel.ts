@@ -3,9 +3,9 @@
 // lives for hours and there are many, so it keeps a handful of listeners and nothing else: the
 // listeners are shared by all tunnels and find theirs through the socket.
 //
-// Once the backend has switched protocols (101) and nothing is queued on either socket, a plain-TCP
-// tunnel is handed to the native pipe when there is one (native-pipe.ts): from then on the bytes
-// never reach JavaScript, and this object only stands for the tunnel in the tracker.
+// A plain-TCP tunnel whose backend switched protocols (101) is handed to the native pipe, when
+// there is one (native-pipe.ts), 250–500 ms later and once nothing is queued on either socket:
+// from then on its bytes never reach JavaScript, and a PipedTunnel stands for it in the tracker.
 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
