@@ -94,6 +94,24 @@ async function pipedCount(admin: string): Promise<number> {
 
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Reads a (paused) client until the proxy ends or closes it: its bytes and any socket error. */
+function readToEnd(client: net.Socket): Promise<{ data: Buffer; error: Error | undefined }> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let error: Error | undefined;
+    client.on('data', (chunk: Buffer) => chunks.push(chunk));
+    client.on('error', (e) => {
+      error = e;
+    });
+    const done = (): void => resolve({ data: Buffer.concat(chunks), error });
+    client.once('end', done);
+    client.once('close', done);
+    client.resume();
+  });
+}
+
 describe('native pipe', () => {
   it('is built on Linux by npm install', () => {
     if (process.platform === 'linux') expect(nativePipe()).toBeDefined();
@@ -121,7 +139,7 @@ describe('native pipe', () => {
     await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
     const fromClient = randomBytes(8 * 1024 * 1024);
     client.write(fromClient);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     const clientGot: Buffer[] = [];
     const ended = new Promise<void>((resolve) => client.once('end', resolve));
     client.on('data', (chunk: Buffer) => clientGot.push(chunk));
@@ -150,7 +168,7 @@ describe('native pipe', () => {
     const proxy = await proxyTo(backendPort);
     const client = await upgrade(proxy.port);
     // The client reads nothing for a second: the burst waits in the proxy's Node sockets.
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await sleep(1000);
     expect(await pipedCount(proxy.admin)).toBe(0);
     const got: Buffer[] = [];
     client.on('data', (chunk: Buffer) => got.push(chunk));
@@ -195,13 +213,9 @@ describe('native pipe', () => {
     const client = await upgrade(proxy.port);
     await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
     client.end();
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    const got: Buffer[] = [];
-    client.on('data', (chunk: Buffer) => got.push(chunk));
-    const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
-    client.resume();
-    await ended;
-    expect(sha(Buffer.concat(got))).toBe(sha(reply));
+    await sleep(1000);
+    const { data } = await readToEnd(client);
+    expect(sha(data)).toBe(sha(reply));
   });
 
   it('does not reset a client with unread bytes when the backend ends: the last bytes arrive', async () => {
@@ -220,19 +234,12 @@ describe('native pipe', () => {
       clientError = error;
     });
     client.write(randomBytes(8 * 1024 * 1024));
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     backendSocket?.end(reply);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    const got: Buffer[] = [];
-    client.on('data', (chunk: Buffer) => got.push(chunk));
-    const ended = new Promise<void>((resolve) => {
-      client.once('end', () => resolve());
-      client.once('close', () => resolve());
-    });
-    client.resume();
-    await ended;
-    expect(clientError).toBeUndefined();
-    expect(sha(Buffer.concat(got))).toBe(sha(reply));
+    await sleep(500);
+    const { data, error } = await readToEnd(client);
+    expect(clientError ?? error).toBeUndefined();
+    expect(sha(data)).toBe(sha(reply));
   });
 
   it('still delivers what a closed backend sent to a slow client when its next bytes are answered with a reset', async () => {
@@ -247,26 +254,15 @@ describe('native pipe', () => {
     await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
     // The backend sends more than the paused client takes, then closes outright.
     backendSocket?.end(last, () => backendSocket?.destroy());
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     // The client's bytes reach a closed socket: the backend's kernel answers with a reset.
     client.write('one');
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
     client.write('two');
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const got: Buffer[] = [];
-    client.on('data', (chunk: Buffer) => got.push(chunk));
-    let clientError: Error | undefined;
-    client.on('error', (error) => {
-      clientError = error;
-    });
-    const ended = new Promise<void>((resolve) => {
-      client.once('end', () => resolve());
-      client.once('close', () => resolve());
-    });
-    client.resume();
-    await ended;
-    expect(clientError).toBeUndefined();
-    expect(sha(Buffer.concat(got))).toBe(sha(last));
+    await sleep(200);
+    const { data, error } = await readToEnd(client);
+    expect(error).toBeUndefined();
+    expect(sha(data)).toBe(sha(last));
   });
 
   it('passes on what the backend sent before it reset the connection', async () => {
@@ -279,13 +275,9 @@ describe('native pipe', () => {
     const proxy = await proxyTo(backendPort);
     const client = await upgrade(proxy.port);
     await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
-    const got: Buffer[] = [];
-    client.on('data', (chunk: Buffer) => got.push(chunk));
-    const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
-    client.resume();
+    const read = readToEnd(client);
     client.write('go');
-    await ended;
-    expect(Buffer.concat(got)).toEqual(last);
+    expect((await read).data).toEqual(last);
   });
 
   it('closes a piped tunnel with no bytes either way for timeouts.idle, and not one that talks', async () => {
@@ -323,7 +315,7 @@ describe('native pipe', () => {
     const proxy = await startProxy({ backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }] });
     const client = await upgrade(proxy.port);
     // Tunnels go to the pipe 250 to 500 ms after their 101.
-    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await sleep(1000);
     let closeFrameAt = 0;
     client.on('data', () => {
       closeFrameAt = Date.now();

@@ -19,15 +19,21 @@ import { ByteTunnel, type PipeHandover } from './tunnel.js';
 const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
 
 export class WebSocketForwarder {
+  /** Where tunnels go after their 101, made once per options rather than per tunnel. */
+  private handover: PipeHandover | undefined;
+
   constructor(
     private readonly pool: Pool,
     private readonly tracker: ConnectionTracker,
     private options: ForwardOptions,
     private readonly observer?: ProxyObserver,
-  ) {}
+  ) {
+    this.handover = this.handoverFor(options);
+  }
 
   setOptions(options: ForwardOptions): void {
     this.options = options;
+    this.handover = this.handoverFor(options);
   }
 
   forward(req: ClientRequest, client: Duplex, head: Buffer, room: string | null, backend: Backend): void {
@@ -76,13 +82,13 @@ export class WebSocketForwarder {
     attempt(backend);
   }
 
-  private handover(): PipeHandover | undefined {
-    if (this.options.pipe !== 'native') return undefined;
+  private handoverFor(options: ForwardOptions): PipeHandover | undefined {
+    if (options.pipe !== 'native') return undefined;
     const pipe = nativePipe();
     return (
       pipe && {
         pipe,
-        idleMs: this.options.timeouts.idle,
+        idleMs: options.timeouts.idle,
         replace: (from, to) => this.tracker.replace(from, to),
       }
     );
@@ -132,7 +138,7 @@ export class WebSocketForwarder {
       upstream,
       (closed) => this.tracker.remove(closed),
       observer && ((first: Buffer) => observer.upgrade(backend.id, statusOfHead(first))),
-      this.handover(),
+      this.handover,
     );
     this.tracker.add(tunnel);
     if (idle > 0) upstream.setTimeout(idle, () => tunnel.close());
