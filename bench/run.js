@@ -57,6 +57,7 @@ const cfg = {
   window: env('BENCH_WINDOW', 16),
   msgBytes: env('BENCH_MSG_BYTES', 64),
   threads: env('BENCH_PEER_THREADS', 1),
+  pipe: process.env.BENCH_PIPE || 'native',
   httpRooms: 1000,
 };
 const ALL_PEERS = ['direct', 'roomring', 'http-proxy', 'haproxy', 'nginx'];
@@ -375,8 +376,9 @@ async function main() {
   const dir = mkdtempSync(join(os.tmpdir(), 'roomring-bench-'));
   // The whole run measures one snapshot of the build, even if dist/ is rebuilt meanwhile.
   const root = join(dir, 'roomring');
-  for (const part of ['dist', 'bin', 'package.json'])
-    cpSync(join(ROOT, part), join(root, part), { recursive: true });
+  // build/ holds the native pipe (built by npm install); without it roomring falls back to Node sockets.
+  for (const part of ['dist', 'bin', 'package.json', 'build'])
+    if (existsSync(join(ROOT, part))) cpSync(join(ROOT, part), join(root, part), { recursive: true });
   symlinkSync(join(ROOT, 'node_modules'), join(root, 'node_modules'));
 
   log('ring micro-benchmarks');
@@ -395,8 +397,12 @@ async function main() {
     const backendPorts = started.ports;
     for (const name of peers) {
       const port = name === 'direct' ? backendPorts[0] : await freePort();
-      const peer = makePeer(name, { dir, backendPorts, port, threads: cfg.threads, root });
+      const peer = makePeer(name, { dir, backendPorts, port, threads: cfg.threads, root, pipe: cfg.pipe });
       await peer.start();
+      if (name === 'roomring' && peer.pipe !== cfg.pipe)
+        notes.push(
+          `roomring was asked for websocket.pipe ${cfg.pipe} but forwarded WebSockets with ${peer.pipe} (see its start log; \`npm run install\` builds the native pipe).`,
+        );
       instances.push(peer);
       log(`${name} up on 127.0.0.1:${port}`);
     }

@@ -13,6 +13,7 @@ import { HealthCoordinator, type RemoteVerdicts } from './health-coordinator.js'
 import { createLogger, type Logger } from './log.js';
 import { Pool } from './pool/pool.js';
 import { ConnectionTracker } from './proxy/connections.js';
+import { nativePipeMissing } from './proxy/native-pipe.js';
 import { ProxyServer } from './proxy/proxy-server.js';
 import { RedisRegistry } from './registry/redis-registry.js';
 import type { Registry } from './registry/registry.js';
@@ -151,11 +152,18 @@ export class Daemon {
         `admin and dashboard on http://${hostForUrl(this.adminAddress)}:${this.adminAddress.port}/`,
       );
     }
+    const missing = this.config.websocket.pipe === 'native' ? nativePipeMissing() : undefined;
+    if (missing !== undefined)
+      this.log.warn(
+        { event: 'pipe', reason: missing },
+        `websocket.pipe is native, but ${missing}: Node sockets forward WebSockets instead`,
+      );
     this.log.info(
       {
         event: 'start',
         listen: `${this.address.address}:${this.address.port}`,
         registry: this.registry.mode,
+        pipe: missing === undefined ? this.config.websocket.pipe : 'js',
       },
       `roomring listening on http://${hostForUrl(this.address)}:${this.address.port}`,
     );

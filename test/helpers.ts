@@ -134,9 +134,9 @@ export interface RunningCli {
   stop(): Promise<void>;
 }
 
-/** Runs the real CLI as a child process. */
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): RunningCli {
-  const child = spawn(process.execPath, [CLI, ...args], {
+/** Runs the real CLI (or the copy of it at `cli`) as a child process. */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, cli = CLI): RunningCli {
+  const child = spawn(process.execPath, [cli, ...args], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,19 +1,25 @@
 // The native byte pipe that forwards upgraded WebSockets (native/pipe.cc): a real proxy process,
 // raw TCP clients and a raw backend that answers 101, so every byte, FIN and close is visible.
 import { createHash, randomBytes } from 'node:crypto';
+import { cpSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { nativePipe } from '../src/proxy/native-pipe.js';
 import {
   connectRaw,
   freePort,
   onCleanup,
+  ROOT,
   request,
   socketCount,
+  spawnCli,
   startProxy,
   type TestProxy,
+  tempDir,
   waitForSocketCount,
   waitUntil,
+  writeConfig,
 } from './helpers.js';
 
 const SWITCH = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n';
@@ -355,6 +361,38 @@ describe('native pipe', () => {
     const code =
       ((frame[6] as number) ^ (frame[2] as number)) * 256 + ((frame[7] as number) ^ (frame[3] as number));
     expect(code).toBe(1001);
+  });
+
+  it('says in the start log which pipe forwards WebSockets, and warns when the native one is not built', async () => {
+    const echo = (socket: net.Socket): void => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    };
+    const backendPort = await startUpgradeBackend(echo);
+    const built = await proxyTo(backendPort);
+    expect(built.output()).toMatch(/"event":"start".*"pipe":"native"/);
+    expect(built.output()).not.toContain('"event":"pipe"');
+
+    // A copy of the CLI without build/: the addon cannot load, and tunnels stay on Node sockets.
+    const copy = tempDir();
+    for (const part of ['dist', 'bin', 'package.json'])
+      cpSync(path.join(ROOT, part), path.join(copy, part), { recursive: true });
+    symlinkSync(path.join(ROOT, 'node_modules'), path.join(copy, 'node_modules'));
+    const port = await freePort();
+    const config = writeConfig({
+      listen: { host: '127.0.0.1', port },
+      backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }],
+    });
+    const unbuilt = spawnCli(['start', '--config', config], {}, path.join(copy, 'bin', 'roomring.js'));
+    await unbuilt.waitFor(/roomring listening on/);
+    expect(unbuilt.output()).toMatch(/"event":"pipe".*the native addon did not load.*npm run install/);
+    expect(unbuilt.output()).toMatch(/"event":"start".*"pipe":"js"/);
+    const client = await upgrade(port);
+    const echoed = new Promise<string>((resolve) =>
+      client.once('data', (chunk: Buffer) => resolve(String(chunk))),
+    );
+    client.resume();
+    client.write('ping');
+    expect(await echoed).toBe('ping');
   });
 
   it("keeps tunnels on Node sockets with websocket.pipe 'js'", async () => {

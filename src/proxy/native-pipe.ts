@@ -29,6 +29,7 @@ export interface NativePipe {
 const BUILD = '../../build/Release/roomring_pipe.node';
 
 let loaded: NativePipe | null | undefined;
+let missing: string | undefined;
 
 /** The native pipe, or undefined where it is not built. */
 export function nativePipe(): NativePipe | undefined {
@@ -36,15 +37,29 @@ export function nativePipe(): NativePipe | undefined {
   return loaded ?? undefined;
 }
 
+/** Why `nativePipe()` is undefined, for the start log; undefined when the pipe is there. */
+export function nativePipeMissing(): string | undefined {
+  nativePipe();
+  return missing;
+}
+
 function load(): NativePipe | null {
-  if (process.platform !== 'linux') return null;
+  if (process.platform !== 'linux') {
+    missing = `the native pipe is built on Linux only, not on ${process.platform}`;
+    return null;
+  }
   let binding: Binding;
   try {
     binding = createRequire(import.meta.url)(BUILD) as Binding;
-  } catch {
+  } catch (error) {
+    const detail = error instanceof Error ? error.message.split('\n')[0] : String(error);
+    missing = `the native addon did not load (${detail}); \`npm run install\` builds it`;
     return null;
   }
-  if (typeof binding.start !== 'function') return null;
+  if (typeof binding.start !== 'function') {
+    missing = 'the native addon has no start function: rebuild it with `npm run install`';
+    return null;
+  }
   const closed = new Map<number, () => void>();
   // Open tunnels keep the process alive, as their sockets did: shutdown waits for them.
   let alive: NodeJS.Timeout | undefined;
