@@ -61,6 +61,13 @@ const cfg = {
   httpRooms: 1000,
 };
 const ALL_PEERS = ['direct', 'roomring', 'http-proxy', 'haproxy', 'nginx'];
+const ALL_PHASES = ['http', 'upgrades', 'messages', 'echo'];
+const phases = (process.env.BENCH_PHASES || ALL_PHASES.join(','))
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
+for (const phase of phases)
+  if (!ALL_PHASES.includes(phase)) throw new Error(`unknown phase ${phase}; known: ${ALL_PHASES.join(', ')}`);
 const wanted = (process.env.BENCH_PEERS ?? ALL_PEERS.join(','))
   .split(',')
   .map((s) => s.trim())
@@ -412,21 +419,21 @@ async function main() {
     for (let round = 0; round < cfg.rounds; round++) {
       const order = instances.map((_, i) => instances[(i + round) % instances.length]);
       const record = Object.fromEntries(peers.map((p) => [p, {}]));
-      if (httpEnabled) {
+      if (httpEnabled && phases.includes('http')) {
         for (const peer of order) {
           log(`round ${round + 1}/${cfg.rounds} http       ${peer.name}`);
           Object.assign(record[peer.name], await measureHttp(peer));
         }
       }
-      for (const peer of order) {
+      for (const peer of phases.includes('upgrades') ? order : []) {
         log(`round ${round + 1}/${cfg.rounds} upgrades   ${peer.name}`);
         Object.assign(record[peer.name], await measureUpgrades(peer, client));
       }
-      for (const peer of order) {
+      for (const peer of phases.includes('messages') ? order : []) {
         log(`round ${round + 1}/${cfg.rounds} messages   ${peer.name}`);
         Object.assign(record[peer.name], await measureThroughput(peer, client));
       }
-      for (const peer of order) {
+      for (const peer of phases.includes('echo') ? order : []) {
         log(`round ${round + 1}/${cfg.rounds} idle+echo  ${peer.name}`);
         Object.assign(record[peer.name], await measureConnections(peer, client));
       }
@@ -457,7 +464,9 @@ async function main() {
     const text = markdown({ machine: m, versions: v, peers, figures, ring, notes, describe, date });
     const outDir = process.env.BENCH_RESULTS ?? join(BENCH, 'results');
     mkdirSync(outDir, { recursive: true });
-    const base = join(outDir, `${date}-${m.host}`);
+    // A run of some phases only does not overwrite the full run's report.
+    const partial = phases.length < ALL_PHASES.length ? `-${phases.join('-')}` : '';
+    const base = join(outDir, `${date}-${m.host}${partial}`);
     writeFileSync(`${base}.md`, text);
     writeFileSync(
       `${base}.json`,
