@@ -32,6 +32,7 @@ import {
   sleep,
   stopAll,
   treeCpu,
+  treeCpuSplit,
   treeRss,
 } from './lib/procs.js';
 import { absoluteTable, LABELS, ratioTable, ringTables, targets, targetTable } from './lib/report.js';
@@ -140,7 +141,7 @@ async function measureHttp(peer) {
 
 async function measureUpgrades(peer, client) {
   const pids = peer.pids();
-  const cpu0 = treeCpu(pids);
+  const cpu0 = treeCpuSplit(pids);
   const r = await client.cmd({
     cmd: 'upgrades',
     url: wsUrlOf(peer),
@@ -148,10 +149,16 @@ async function measureUpgrades(peer, client) {
     concurrency: cfg.upgradeConcurrency,
     rooms: cfg.httpRooms,
   });
-  const cpu = treeCpu(pids) - cpu0;
+  const cpu1 = treeCpuSplit(pids);
+  const user = cpu1.user - cpu0.user;
+  const system = cpu1.system - cpu0.system;
+  // User and system time per upgrade apart: the kernel's TCP work is much the same for every peer.
+  const perUpgradeUs = (seconds) => (peer.proxied && r.count > 0 ? (seconds * 1e6) / r.count : undefined);
   return {
     upgradesPerS: r.count / r.seconds,
-    upgradesPerCpu: peer.proxied ? r.count / cpu : undefined,
+    upgradesPerCpu: peer.proxied ? r.count / (user + system) : undefined,
+    upgradeUserUs: perUpgradeUs(user),
+    upgradeSystemUs: perUpgradeUs(system),
     upgradeErrors: r.errors,
   };
 }

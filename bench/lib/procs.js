@@ -179,6 +179,23 @@ export function treeCpu(pids) {
   return pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 }
 
+/** User and system CPU seconds of the processes, apart: {user, system}. */
+export function treeCpuSplit(pids) {
+  let user = 0;
+  let system = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      user += Number(fields[11]) / CLK_TCK;
+      system += Number(fields[12]) / CLK_TCK;
+    } catch {
+      // The process is gone: it counts for nothing.
+    }
+  }
+  return { user, system };
+}
+
 export function treeRss(pids) {
   return pids.reduce((sum, pid) => sum + rssKb(pid), 0);
 }

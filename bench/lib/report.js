@@ -30,6 +30,8 @@ export const METRICS = [
     better: 'higher',
     digits: 0,
   },
+  { key: 'upgradeUserUs', label: 'user CPU per upgrade (µs)', better: 'lower', digits: 0 },
+  { key: 'upgradeSystemUs', label: 'system CPU per upgrade (µs)', better: 'lower', digits: 0 },
   { key: 'msgsPerS', label: 'WS messages/s, one connection', better: 'higher', digits: 0 },
   {
     key: 'msgsPerCpu',
