@@ -12,7 +12,13 @@
 // - `idleMs` without a byte read or written on either side closes it;
 // - closeWith() writes a last frame to each side, ends both, drops what arrives, and closes when
 //   the client has ended or the grace time has passed.
-// Every closed tunnel is reported to JavaScript by id, in batches, through a thread-safe function.
+// A tunnel may also start before its backend connection exists (connect()): the pipe connects,
+// sends the handshake, and forwards from then on; a connection that fails or times out, and a
+// backend that does not answer within its time, give the client socket back to JavaScript
+// (which fails over or answers the client), and nothing is closed on it.
+//
+// What happens to tunnels is reported to JavaScript in batches, through a thread-safe function:
+// closed, connected, answered (with the status), and the two hand-backs above.
 //
 // Threads: JavaScript calls add/closeWith/destroy on the main thread; they only queue commands. The
 // pipe thread owns every tunnel and file descriptor it was given.
@@ -21,9 +27,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
 #include <pthread.h>
@@ -76,13 +85,38 @@ struct Tunnel {
   bool closing = false;
   int64_t deadline = 0;
   bool dead = false;
+  // Started by connect(): the backend connection is being opened (until `connectDeadline`, 0 for
+  // none), then its first bytes are awaited (until `answerDeadline`, 0 for none).
+  bool connecting = false;
+  bool answered = true;
+  int64_t connectDeadline = 0;
+  int64_t answerMs = 0;
+  int64_t answerDeadline = 0;
+  struct sockaddr_storage address = {};
+  socklen_t addressLength = 0;
 };
 
-enum class CommandKind { kAdd, kCloseWith, kDestroy };
+/** What is reported to JavaScript about a tunnel. */
+enum EventKind : int {
+  kClosed = 0,
+  kConnected = 1,
+  kAnswered = 2,        // a: the status code of the backend's first line (0 if it is none)
+  kConnectFailed = 3,   // a: errno (0: the connect deadline passed), b: the client fd, now JavaScript's
+  kAnswerTimedOut = 4,  // b: the client fd, now JavaScript's
+};
+
+struct Event {
+  uint64_t id;
+  int kind;
+  int64_t a;
+  int64_t b;
+};
+
+enum class CommandKind { kAdd, kConnect, kCloseWith, kDestroy };
 
 struct Command {
   CommandKind kind = CommandKind::kAdd;
-  Tunnel* tunnel = nullptr;  // kAdd
+  Tunnel* tunnel = nullptr;  // kAdd, kConnect
   uint64_t id = 0;
   std::string toClient;
   std::string toUpstream;
@@ -100,7 +134,7 @@ class Pipe {
     ev.data.ptr = nullptr;
     epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
     napi_value name;
-    napi_create_string_utf8(env, "roomring pipe closed", NAPI_AUTO_LENGTH, &name);
+    napi_create_string_utf8(env, "roomring pipe events", NAPI_AUTO_LENGTH, &name);
     napi_create_threadsafe_function(env, onClosed, nullptr, name, 0, 1, nullptr, nullptr, nullptr, CallJs,
                                     &closed_);
     // The pipe does not keep the process alive by itself: JavaScript holds a handle while tunnels
@@ -120,12 +154,12 @@ class Pipe {
       delete entry.second;
     }
     for (Command& c : commands_) {
-      if (c.kind == CommandKind::kAdd) {
+      if (c.kind == CommandKind::kAdd || c.kind == CommandKind::kConnect) {
         for (End& end : c.tunnel->ends) CloseFd(&end);
         delete c.tunnel;
       }
     }
-    delete reported_;
+    DropEvents(reported_);
     for (Tunnel* t : graveyard_) delete t;
     if (closed_ != nullptr) napi_release_threadsafe_function(closed_, napi_tsfn_abort);
     if (wake_ >= 0) close(wake_);
@@ -151,21 +185,43 @@ class Pipe {
   uint64_t NextId() { return ++lastId_; }
 
  private:
+  /** Calls JavaScript with the events as one flat array: id, kind, a, b for each. */
   static void CallJs(napi_env env, napi_value callback, void*, void* data) {
-    auto* ids = static_cast<std::vector<uint64_t>*>(data);
-    if (env != nullptr && callback != nullptr) {
-      napi_value array;
-      napi_create_array_with_length(env, ids->size(), &array);
-      for (size_t i = 0; i < ids->size(); i++) {
-        napi_value id;
-        napi_create_double(env, static_cast<double>((*ids)[i]), &id);
-        napi_set_element(env, array, static_cast<uint32_t>(i), id);
-      }
-      napi_value undefined;
-      napi_get_undefined(env, &undefined);
-      napi_call_function(env, undefined, callback, 1, &array, nullptr);
+    auto* events = static_cast<std::vector<Event>*>(data);
+    if (env == nullptr || callback == nullptr) {
+      DropEvents(events);
+      return;
     }
-    delete ids;
+    napi_value array;
+    napi_create_array_with_length(env, events->size() * 4, &array);
+    uint32_t i = 0;
+    for (const Event& e : *events) {
+      const double fields[4] = {static_cast<double>(e.id), static_cast<double>(e.kind), static_cast<double>(e.a),
+                                static_cast<double>(e.b)};
+      for (double field : fields) {
+        napi_value value;
+        napi_create_double(env, field, &value);
+        napi_set_element(env, array, i++, value);
+      }
+    }
+    delete events;
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_call_function(env, undefined, callback, 1, &array, nullptr);
+  }
+
+  /** Events that will never reach JavaScript: the client sockets they hand back are closed. */
+  static void DropEvents(std::vector<Event>* events) {
+    if (events == nullptr) return;
+    for (const Event& e : *events) {
+      if (e.kind == kConnectFailed || e.kind == kAnswerTimedOut) close(static_cast<int>(e.b));
+    }
+    delete events;
+  }
+
+  void Report(uint64_t id, int kind, int64_t a = 0, int64_t b = 0) {
+    if (reported_ == nullptr) reported_ = new std::vector<Event>();
+    reported_->push_back(Event{id, kind, a, b});
   }
 
   void Wake() {
@@ -180,7 +236,8 @@ class Pipe {
     int64_t lastIdleSweep = NowMs();
     int64_t lastClosingSweep = lastIdleSweep;
     while (!stop_.load()) {
-      int timeout = closing_.empty() ? 1000 : 100;
+      bool timed = !closing_.empty() || !timed_.empty();
+      int timeout = timed ? 100 : 1000;
       int n = epoll_wait(epoll_, events, kMaxEvents, timeout);
       if (n < 0 && errno != EINTR) {
         // Nothing can be forwarded any more: every tunnel closes, queued ones too, and add()
@@ -192,7 +249,7 @@ class Pipe {
           taken.swap(commands_);
         }
         for (Command& c : taken) {
-          if (c.kind == CommandKind::kAdd) {
+          if (c.kind == CommandKind::kAdd || c.kind == CommandKind::kConnect) {
             tunnels_[c.tunnel->id] = c.tunnel;
             Close(c.tunnel);
           }
@@ -216,9 +273,10 @@ class Pipe {
         // A socket closed earlier in this round may still have an event in it.
         if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events);
       }
-      if (!closing_.empty() && now_ - lastClosingSweep >= 100) {
+      if ((!closing_.empty() || !timed_.empty()) && now_ - lastClosingSweep >= 100) {
         lastClosingSweep = now_;
         SweepClosing();
+        SweepDeadlines();
       }
       if (now_ - lastIdleSweep >= 1000) {
         lastIdleSweep = now_;
@@ -235,6 +293,10 @@ class Pipe {
       taken.swap(commands_);
     }
     for (Command& c : taken) {
+      if (c.kind == CommandKind::kConnect) {
+        StartConnect(c.tunnel);
+        continue;
+      }
       if (c.kind == CommandKind::kAdd) {
         Tunnel* t = c.tunnel;
         t->lastActive = now_;
@@ -253,7 +315,8 @@ class Pipe {
       auto found = tunnels_.find(c.id);
       if (found == tunnels_.end() || found->second->dead) continue;
       Tunnel* t = found->second;
-      if (c.kind == CommandKind::kDestroy) {
+      // A tunnel still connecting has nothing to close gracefully.
+      if (c.kind == CommandKind::kDestroy || t->connecting) {
         Close(t);
         continue;
       }
@@ -262,6 +325,102 @@ class Pipe {
       if (!t->ends[kUpstream].shut) t->ends[kUpstream].pending.append(c.toUpstream);
       Update(t);
     }
+  }
+
+  /** Opens the backend connection of a tunnel from connect(); the client is not read until it is open. */
+  void StartConnect(Tunnel* t) {
+    t->lastActive = now_;
+    tunnels_[t->id] = t;
+    End& upstream = t->ends[kUpstream];
+    int fd = socket(t->address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      HandBack(t, kConnectFailed, errno);
+      return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    upstream.fd = fd;
+    if (connect(fd, reinterpret_cast<struct sockaddr*>(&t->address), t->addressLength) < 0 &&
+        errno != EINPROGRESS) {
+      HandBack(t, kConnectFailed, errno);
+      return;
+    }
+    struct epoll_event ev = {};
+    ev.events = EPOLLOUT;
+    ev.data.ptr = &upstream;
+    if (epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      HandBack(t, kConnectFailed, errno);
+      return;
+    }
+    upstream.watched = true;
+    upstream.events = EPOLLOUT;
+    t->connecting = true;
+    timed_.insert(t);
+  }
+
+  /** The backend connection of a connecting tunnel is writable: open, or failed. */
+  void Connected(Tunnel* t) {
+    End& upstream = t->ends[kUpstream];
+    int error = 0;
+    socklen_t length = sizeof error;
+    if (getsockopt(upstream.fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
+    if (error != 0) {
+      HandBack(t, kConnectFailed, error);
+      return;
+    }
+    t->connecting = false;
+    t->lastActive = now_;
+    if (t->answerMs > 0) t->answerDeadline = now_ + t->answerMs;
+    else timed_.erase(t);
+    Report(t->id, kConnected);
+    // The handshake goes out now; the client is read from here on.
+    if (!Flush(&upstream)) return;
+    Update(t);
+  }
+
+  /** The backend's first bytes: their status line is reported, and the answer deadline is over. */
+  void Answered(Tunnel* t, const char* data, size_t length) {
+    t->answered = true;
+    timed_.erase(t);
+    int status = 0;
+    if (length >= 12 && memcmp(data, "HTTP/", 5) == 0) {
+      for (size_t i = 9; i < 12; i++) {
+        if (data[i] < '0' || data[i] > '9') {
+          status = 0;
+          break;
+        }
+        status = status * 10 + (data[i] - '0');
+      }
+    }
+    Report(t->id, kAnswered, status);
+  }
+
+  /**
+   * Gives the client socket back to JavaScript (a failed or timed-out connect, or no answer in
+   * time): the backend socket is closed, the client's is left open and reported.
+   */
+  void HandBack(Tunnel* t, int kind, int error) {
+    End& client = t->ends[kClient];
+    CloseFd(&t->ends[kUpstream]);
+    Unwatch(&client);
+    int fd = client.fd;
+    client.fd = -1;
+    t->dead = true;
+    timed_.erase(t);
+    if (t->closing) closing_.erase(t);
+    tunnels_.erase(t->id);
+    graveyard_.push_back(t);
+    Report(t->id, kind, error, fd);
+  }
+
+  /** Hands back tunnels past their connect or answer deadline (every 100 ms while there are any). */
+  void SweepDeadlines() {
+    std::vector<Tunnel*> due;
+    for (Tunnel* t : timed_) {
+      int64_t deadline = t->connecting ? t->connectDeadline : t->answered ? 0 : t->answerDeadline;
+      if (deadline > 0 && now_ >= deadline) due.push_back(t);
+    }
+    for (Tunnel* t : due) HandBack(t, t->connecting ? kConnectFailed : kAnswerTimedOut, 0);
   }
 
   void StartClosing(Tunnel* t, int64_t ms) {
@@ -275,6 +434,11 @@ class Pipe {
   void Handle(End* end, uint32_t events) {
     char* buffer = buffer_.data();
     Tunnel* t = end->tunnel;
+    if (t->connecting) {
+      // Only the backend socket is watched while connecting.
+      Connected(t);
+      return;
+    }
     End* peer = &t->ends[1 - end->side];
     if (events & EPOLLERR) {
       Failed(end);
@@ -287,6 +451,7 @@ class Pipe {
       ssize_t got = read(end->fd, buffer, kReadSize);
       if (got > 0) {
         t->lastActive = now_;
+        if (!t->answered && end->side == kUpstream) Answered(t, buffer, static_cast<size_t>(got));
         if (!t->closing && !Send(peer, buffer, static_cast<size_t>(got))) return;
       } else if (got == 0) {
         end->eof = true;
@@ -324,6 +489,7 @@ class Pipe {
     for (;;) {
       ssize_t got = read(end->fd, buffer, kReadSize);
       if (got <= 0) break;
+      if (!t->answered) Answered(t, buffer, static_cast<size_t>(got));
       if (!t->closing) {
         client->pending.append(buffer, static_cast<size_t>(got));
       }
@@ -439,11 +605,11 @@ class Pipe {
     if (t->dead) return;
     t->dead = true;
     if (t->closing) closing_.erase(t);
+    timed_.erase(t);
     for (End& end : t->ends) CloseFd(&end);
     tunnels_.erase(t->id);
     graveyard_.push_back(t);
-    if (reported_ == nullptr) reported_ = new std::vector<uint64_t>();
-    reported_->push_back(t->id);
+    Report(t->id, kClosed);
   }
 
   /** Closes closing tunnels past their deadline (every 100 ms while there are any). */
@@ -470,7 +636,7 @@ class Pipe {
     for (Tunnel* t : graveyard_) delete t;
     graveyard_.clear();
     if (reported_ != nullptr) {
-      if (napi_call_threadsafe_function(closed_, reported_, napi_tsfn_nonblocking) != napi_ok) delete reported_;
+      if (napi_call_threadsafe_function(closed_, reported_, napi_tsfn_nonblocking) != napi_ok) DropEvents(reported_);
       reported_ = nullptr;
     }
   }
@@ -487,8 +653,10 @@ class Pipe {
   // Owned by the pipe thread.
   std::unordered_map<uint64_t, Tunnel*> tunnels_;
   std::vector<Tunnel*> graveyard_;
-  std::vector<uint64_t>* reported_ = nullptr;
+  std::vector<Event>* reported_ = nullptr;
   std::unordered_set<Tunnel*> closing_;
+  // Tunnels from connect() that are connecting or waiting for the backend's first bytes.
+  std::unordered_set<Tunnel*> timed_;
   std::vector<char> buffer_ = std::vector<char>(kReadSize);
   int64_t now_ = NowMs();
 };
@@ -530,10 +698,10 @@ std::string Bytes(napi_env env, napi_value value) {
 
 void Stop(void* data) { delete static_cast<Pipe*>(data); }
 
-/** start(onClosed(ids: number[])): starts the pipe thread; once per process (or worker). */
+/** start(onEvents(events: number[])): starts the pipe thread; once per process (or worker). */
 napi_value Start(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  if (!Args(env, info, 1, argv)) return Throw(env, "start(onClosed) needs a callback");
+  if (!Args(env, info, 1, argv)) return Throw(env, "start(onEvents) needs a callback");
   if (PipeOf(env) != nullptr) return Throw(env, "the pipe is started already");
   Pipe* pipe = new Pipe(env, argv[0]);
   if (!pipe->ok()) {
@@ -582,6 +750,68 @@ napi_value Add(napi_env env, napi_callback_info info) {
   return out;
 }
 
+std::string Text(napi_env env, napi_value value) {
+  char buffer[64];
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, value, buffer, sizeof buffer, &length) != napi_ok) return std::string();
+  return std::string(buffer, length);
+}
+
+/**
+ * connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs): the tunnel's id. The pipe
+ * connects to ip:port (an IPv4 or IPv6 literal), sends `handshake`, and forwards from then on.
+ */
+napi_value Connect(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr) return Throw(env, "the pipe is not started");
+  if (!pipe->working()) return Throw(env, "the pipe thread has stopped");
+  if (!Args(env, info, 7, argv)) return Throw(env, "connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs)");
+  auto* t = new Tunnel();
+  std::string ip = Text(env, argv[1]);
+  int port = static_cast<int>(Int(env, argv[2]));
+  auto* v4 = reinterpret_cast<struct sockaddr_in*>(&t->address);
+  auto* v6 = reinterpret_cast<struct sockaddr_in6*>(&t->address);
+  if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    t->addressLength = sizeof *v4;
+  } else if (inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    t->addressLength = sizeof *v6;
+  } else {
+    delete t;
+    return Throw(env, "connect() needs an IPv4 or IPv6 address");
+  }
+  int copy = fcntl(static_cast<int>(Int(env, argv[0])), F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    delete t;
+    return Throw(env, "a socket could not be duplicated");
+  }
+  for (int side = 0; side < 2; side++) {
+    t->ends[side].tunnel = t;
+    t->ends[side].side = side;
+  }
+  t->ends[kClient].fd = copy;
+  t->ends[kUpstream].pending = Bytes(env, argv[3]);
+  t->answered = false;
+  int64_t connectMs = Int(env, argv[4]);
+  t->connectDeadline = connectMs > 0 ? NowMs() + connectMs : 0;
+  t->answerMs = Int(env, argv[5]);
+  t->idleMs = Int(env, argv[6]);
+  t->id = pipe->NextId();
+  uint64_t id = t->id;
+  Command command;
+  command.kind = CommandKind::kConnect;
+  command.tunnel = t;
+  command.id = id;
+  pipe->Push(std::move(command));
+  napi_value out;
+  napi_create_double(env, static_cast<double>(id), &out);
+  return out;
+}
+
 /** closeWith(id, toClient, toUpstream, graceMs): last bytes to each side, then both are ended. */
 napi_value CloseWith(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -613,6 +843,7 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor methods[] = {
       {"start", nullptr, Start, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"add", nullptr, Add, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"connect", nullptr, Connect, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"closeWith", nullptr, CloseWith, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

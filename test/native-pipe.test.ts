@@ -1,5 +1,7 @@
 // The native byte pipe that forwards upgraded WebSockets (native/pipe.cc): a real proxy process,
 // raw TCP clients and a raw backend that answers 101, so every byte, FIN and close is visible.
+
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { cpSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
@@ -11,10 +13,12 @@ import {
   freePort,
   onCleanup,
   ROOT,
+  readAll,
   request,
   socketCount,
   spawnCli,
   startProxy,
+  stopProcess,
   type TestProxy,
   tempDir,
   waitForSocketCount,
@@ -53,13 +57,15 @@ async function startUpgradeBackend(onTunnel: (socket: net.Socket) => void): Prom
   return address.port;
 }
 
+/** A proxy in front of one backend; by default given by IP address, so the pipe connects to it. */
 async function proxyTo(
   backendPort: number,
   extra: Record<string, unknown> = {},
+  host = '127.0.0.1',
 ): Promise<TestProxy & { admin: string }> {
   const adminPort = await freePort();
   const proxy = await startProxy({
-    backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }],
+    backends: [{ id: 'b1', url: `http://${host}:${backendPort}` }],
     admin: { port: adminPort },
     ...extra,
   });
@@ -165,13 +171,70 @@ describe('native pipe', () => {
     await waitForSocketCount(proxy.child.pid as number, before);
   });
 
-  it('hands over a tunnel whose bytes were queued in Node once they are written, losing none', async () => {
+  it('connects to a backend given by IP address from the pipe: its first bytes never wait in Node', async () => {
     const burst = randomBytes(4 * 1024 * 1024);
     const backendPort = await startUpgradeBackend((socket) => {
       socket.write(burst);
       socket.on('data', (chunk: Buffer) => socket.write(chunk));
     });
     const proxy = await proxyTo(backendPort);
+    const client = await upgrade(proxy.port);
+    // The client reads nothing yet; the tunnel is in the pipe already, burst and all.
+    await waitUntil(async () => (await pipedCount(proxy.admin)) === 1);
+    const got: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => got.push(chunk));
+    client.resume();
+    await waitUntil(() => Buffer.concat(got).length >= burst.length, 10000);
+    expect(sha(Buffer.concat(got))).toBe(sha(burst));
+    got.length = 0;
+    client.write('after');
+    await waitUntil(() => Buffer.concat(got).toString() === 'after');
+  });
+
+  it('answers 504 when the pipe cannot connect within timeouts.connect', async () => {
+    // A backend whose accept queue is full: its kernel drops further SYNs, so a connect hangs.
+    const stuck = spawn(
+      process.execPath,
+      [
+        '-e',
+        "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {" +
+          ' console.log(s.address().port); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); });',
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    onCleanup(() => stopProcess(stuck));
+    const stuckPort = await new Promise<number>((resolve) =>
+      stuck.stdout?.once('data', (line: Buffer) => resolve(Number(String(line).trim()))),
+    );
+    // A backlog of 1 holds two connections that were never accepted.
+    const fillers = [await connectRaw(stuckPort), await connectRaw(stuckPort)];
+    onCleanup(() => {
+      for (const filler of fillers) filler.destroy();
+    });
+    const proxy = await proxyTo(stuckPort, { timeouts: { connect: '300ms' } });
+    const client = await connectRaw(proxy.port);
+    const answer = readAll(client);
+    const started = Date.now();
+    client.write(
+      'GET /rooms/r1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    const text = await answer;
+    expect(text).toMatch(/^HTTP\/1\.1 504 /);
+    expect(text).toContain('ROOMRING_E_BACKEND_TIMEOUT');
+    // Not the kernel's own connect timeout, which takes minutes.
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await pipedCount(proxy.admin)).toBe(0);
+  });
+
+  it('hands over a tunnel whose bytes were queued in Node once they are written, losing none', async () => {
+    const burst = randomBytes(4 * 1024 * 1024);
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.write(burst);
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    // A backend given by name is connected to by Node; its tunnel goes to the pipe later.
+    const proxy = await proxyTo(backendPort, {}, 'localhost');
     const client = await upgrade(proxy.port);
     // The client reads nothing for a second: the burst waits in the proxy's Node sockets.
     await sleep(1000);

@@ -1,15 +1,63 @@
-// The native byte pipe (native/pipe.cc): forwards the bytes of upgraded plain-TCP WebSockets on a
-// thread of its own, without Node streams. Built by `npm install` on Linux; where it was not built
-// (another OS, no compiler) `nativePipe()` is undefined and tunnels stay on Node sockets.
+// The native byte pipe (native/pipe.cc): forwards the bytes of plain-TCP WebSockets on a thread of
+// its own, without Node streams. A tunnel enters it in one of two ways: `adopt()` takes both
+// sockets of a tunnel whose backend has answered, `connect()` takes the client socket of an upgrade
+// and opens the backend connection itself, so that side never has a Node socket. Built by `npm
+// install` on Linux; where it was not built (another OS, no compiler) `nativePipe()` is undefined
+// and tunnels stay on Node sockets.
 
+import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
+import os from 'node:os';
 
 interface Binding {
-  start(onClosed: (ids: number[]) => void): void;
+  start(onEvents: (events: number[]) => void): void;
   add(clientFd: number, upstreamFd: number, idleMs: number): number;
+  connect(
+    clientFd: number,
+    ip: string,
+    port: number,
+    handshake: Buffer,
+    connectMs: number,
+    answerMs: number,
+    idleMs: number,
+  ): number;
   closeWith(id: number, toClient: Buffer, toUpstream: Buffer, graceMs: number): void;
   destroy(id: number): void;
+}
+
+// Event kinds, as pipe.cc numbers them; each event is four numbers: id, kind, a, b.
+const CLOSED = 0;
+const CONNECTED = 1;
+const ANSWERED = 2;
+const CONNECT_FAILED = 3;
+const ANSWER_TIMED_OUT = 4;
+
+/** The code of a connect that did not finish within its time, as the JavaScript path names it. */
+export const PIPE_CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
+
+/** What a tunnel started by `connect()` hears from the pipe, in this order. */
+export interface ConnectListener {
+  /** The backend connection is open; the handshake is on its way and the client is read. */
+  connected(): void;
+  /** The backend's first bytes came; `status` is their status line's (0 if they have none). */
+  answered(status: number): void;
+  /**
+   * The connection failed (`code`: an errno name such as ECONNREFUSED, or PIPE_CONNECT_TIMEOUT)
+   * before anything was sent: `client` is the client's socket again, unread since the upgrade.
+   */
+  failed(code: string, client: Socket): void;
+  /** The backend sent nothing within `answerMs`: its connection is closed, `client` is back. */
+  unanswered(client: Socket): void;
+  /** The pipe closed both sockets. */
+  closed(): void;
+}
+
+/** Limits of a tunnel started by `connect()`, in ms; 0 for none. */
+export interface ConnectLimits {
+  connectMs: number;
+  answerMs: number;
+  idleMs: number;
 }
 
 /** The pipe as tunnels use it. */
@@ -20,6 +68,19 @@ export interface NativePipe {
    * socket has no descriptor (TLS, or already closed): the caller keeps forwarding itself.
    */
   adopt(client: Socket, upstream: Socket, idleMs: number, onClosed: () => void): number | undefined;
+  /**
+   * Takes over the client socket of an upgrade and connects to `ip`:`port` (an IP literal), sends
+   * `handshake`, then forwards. The Node socket is destroyed. Undefined when the pipe cannot take
+   * it (no descriptor, bytes buffered in Node either way, a host that is not an IP literal).
+   */
+  connect(
+    client: Socket,
+    ip: string,
+    port: number,
+    handshake: Buffer,
+    limits: ConnectLimits,
+    listener: ConnectListener,
+  ): number | undefined;
   /** Sends each side its last bytes, ends both, and closes when the client has ended or after `graceMs`. */
   closeWith(id: number, toClient: Buffer, toUpstream: Buffer, graceMs: number): void;
   /** Closes both sockets now. */
@@ -43,6 +104,8 @@ export function nativePipeMissing(): string | undefined {
   return missing;
 }
 
+type Listener = Partial<ConnectListener> & Pick<ConnectListener, 'closed'>;
+
 function load(): NativePipe | null {
   if (process.platform !== 'linux') {
     missing = `the native pipe is built on Linux only, not on ${process.platform}`;
@@ -56,25 +119,43 @@ function load(): NativePipe | null {
     missing = `the native addon did not load (${detail}); \`npm run install\` builds it`;
     return null;
   }
-  if (typeof binding.start !== 'function') {
-    missing = 'the native addon has no start function: rebuild it with `npm run install`';
+  if (typeof binding.start !== 'function' || typeof binding.connect !== 'function') {
+    missing = 'the native addon is from another version: rebuild it with `npm run install`';
     return null;
   }
-  const closed = new Map<number, () => void>();
+  const listeners = new Map<number, Listener>();
   // Open tunnels keep the process alive, as their sockets did: shutdown waits for them.
   let alive: NodeJS.Timeout | undefined;
-  binding.start((ids) => {
+  const track = (id: number, listener: Listener): void => {
+    listeners.set(id, listener);
+    alive ??= setInterval(() => {}, 1 << 30);
+  };
+  binding.start((events) => {
     let failure: unknown;
-    for (const id of ids) {
-      const onClosed = closed.get(id);
-      closed.delete(id);
+    for (let i = 0; i + 3 < events.length; i += 4) {
+      const id = events[i] as number;
+      const kind = events[i + 1] as number;
+      const a = events[i + 2] as number;
+      const b = events[i + 3] as number;
+      const listener = listeners.get(id);
+      if (kind === CLOSED || kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT) listeners.delete(id);
       try {
-        onClosed?.();
+        if (kind === CLOSED) listener?.closed();
+        else if (kind === CONNECTED) listener?.connected?.();
+        else if (kind === ANSWERED) listener?.answered?.(a);
+        else if (kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT) {
+          const client = socketOf(b);
+          if (client === undefined) listener?.closed();
+          else if (listener === undefined) client.destroy();
+          else if (kind === CONNECT_FAILED)
+            listener.failed?.(a === 0 ? PIPE_CONNECT_TIMEOUT : errnoName(a), client);
+          else listener.unanswered?.(client);
+        }
       } catch (error) {
         failure ??= error;
       }
     }
-    if (closed.size === 0 && alive !== undefined) {
+    if (listeners.size === 0 && alive !== undefined) {
       clearInterval(alive);
       alive = undefined;
     }
@@ -97,10 +178,30 @@ function load(): NativePipe | null {
         // Out of descriptors, or the pipe thread stopped: the sockets stay with Node.
         return undefined;
       }
-      closed.set(id, onClosed);
-      alive ??= setInterval(() => {}, 1 << 30);
+      track(id, { closed: onClosed });
       client.destroy();
       upstream.destroy();
+      return id;
+    },
+    connect(client, ip, port, handshake, limits, listener) {
+      const fd = descriptorOf(client);
+      const address = ip.startsWith('[') ? ip.slice(1, -1) : ip;
+      // Bytes Node has read would not reach the backend, nor those it has still to write the client.
+      if (
+        fd === undefined ||
+        client.readableLength > 0 ||
+        client.writableLength > 0 ||
+        net.isIP(address) === 0
+      )
+        return undefined;
+      let id: number;
+      try {
+        id = binding.connect(fd, address, port, handshake, limits.connectMs, limits.answerMs, limits.idleMs);
+      } catch {
+        return undefined;
+      }
+      track(id, listener);
+      client.destroy();
       return id;
     },
     closeWith: (id, toClient, toUpstream, graceMs) => binding.closeWith(id, toClient, toUpstream, graceMs),
@@ -116,4 +217,24 @@ function descriptorOf(socket: Socket): number | undefined {
   const handle = (socket as Socket & { _handle?: { fd?: number } | null })._handle;
   const fd = handle?.fd;
   return typeof fd === 'number' && fd >= 0 && !socket.destroyed ? fd : undefined;
+}
+
+/** A Node socket for a client descriptor the pipe gave back; undefined (and closed) if none can be made. */
+function socketOf(fd: number): Socket | undefined {
+  try {
+    return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+  } catch {
+    try {
+      closeSync(fd);
+    } catch {
+      // Already closed.
+    }
+    return undefined;
+  }
+}
+
+const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
+
+function errnoName(errno: number): string {
+  return ERRNO_NAMES.get(errno) ?? `E${errno}`;
 }

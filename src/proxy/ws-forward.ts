@@ -1,6 +1,11 @@
 // Forwards a WebSocket upgrade: opens a raw TCP (or TLS) connection to the backend, writes the
 // handshake, then pipes bytes both ways. After the upgrade the proxy does no per-message work.
 // The backend's answer (101, or a 404 with a body) reaches the client as the backend wrote it.
+//
+// With the native pipe, a plain-TCP backend given by IP address is connected to by the pipe
+// itself: the client socket goes there at once and no Node socket is made for the backend. A
+// connect that fails, or a backend that does not answer in time, gives the client back here, and
+// failover and error answers go on as on the JavaScript path.
 
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -14,7 +19,7 @@ import type { ForwardOptions } from './http-forward.js';
 import { nativePipe } from './native-pipe.js';
 import { type ProxyObserver, statusOfHead } from './observer.js';
 import { replyErrorOnSocket } from './reply.js';
-import { ByteTunnel, type PipeHandover } from './tunnel.js';
+import { ByteTunnel, PipedTunnel, type PipeHandover } from './tunnel.js';
 
 const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
 
@@ -36,7 +41,9 @@ export class WebSocketForwarder {
     this.handover = this.handoverFor(options);
   }
 
-  forward(req: ClientRequest, client: Duplex, head: Buffer, room: string | null, backend: Backend): void {
+  forward(req: ClientRequest, socket: Duplex, head: Buffer, room: string | null, backend: Backend): void {
+    // The client's socket: a new one when the native pipe gives the client back.
+    let client = socket;
     const handshake = requestHead(req.method, req.url, requestHeadersFor(req, true));
     const tried = new Set<string>();
     let pending: Socket | undefined;
@@ -44,30 +51,44 @@ export class WebSocketForwarder {
     const onClientGone = (): void => {
       pending?.destroy();
     };
-    client.on('error', onClientGone);
-    client.once('close', onClientGone);
+    /** A connection to `target` failed with `code` before anything was sent: fail over, or answer. */
+    const failed = (target: Backend, code: string): void => {
+      // A client already gone needs no answer.
+      if (client.destroyed) return;
+      if (CONNECT_ERRORS.has(code)) {
+        this.pool.reportFailure(target);
+        const next = tried.size <= this.options.retries ? nextBackend(this.pool, room, tried) : undefined;
+        if (next !== undefined) {
+          attempt(next);
+          return;
+        }
+      }
+      const reply =
+        code === CONNECT_TIMEOUT ? 'ROOMRING_E_BACKEND_TIMEOUT' : 'ROOMRING_E_BACKEND_UNREACHABLE';
+      this.observer?.error(reply);
+      replyErrorOnSocket(client, reply);
+    };
     const attempt = (target: Backend): void => {
       tried.add(target.id);
+      const inPipe = this.connectInPipe(client, target, handshake, head, room, (code, back) => {
+        client = back;
+        back.on('error', destroyOnError);
+        if (code === undefined) {
+          this.observer?.error('ROOMRING_E_BACKEND_TIMEOUT');
+          replyErrorOnSocket(back, 'ROOMRING_E_BACKEND_TIMEOUT');
+        } else failed(target, code);
+      });
+      if (inPipe) return;
       const upstream = this.connect(target);
       pending = upstream;
+      client.on('error', onClientGone);
+      client.once('close', onClientGone);
       const connectEvent = target.tls ? 'secureConnect' : 'connect';
       const onError = (error: NodeJS.ErrnoException): void => {
         upstream.off(connectEvent, onConnect);
-        // A client already gone needs no answer.
-        if (client.destroyed) return;
-        const code = error.code ?? '';
-        if (CONNECT_ERRORS.has(code)) {
-          this.pool.reportFailure(target);
-          const next = tried.size <= this.options.retries ? nextBackend(this.pool, room, tried) : undefined;
-          if (next !== undefined) {
-            attempt(next);
-            return;
-          }
-        }
-        const reply =
-          code === CONNECT_TIMEOUT ? 'ROOMRING_E_BACKEND_TIMEOUT' : 'ROOMRING_E_BACKEND_UNREACHABLE';
-        this.observer?.error(reply);
-        replyErrorOnSocket(client, reply);
+        client.off('error', onClientGone);
+        client.off('close', onClientGone);
+        failed(target, error.code ?? '');
       };
       // Once connected, the tunnel handles errors: no listener of this attempt stays behind.
       const onConnect = (): void => {
@@ -80,6 +101,50 @@ export class WebSocketForwarder {
       upstream.once('error', onError);
     };
     attempt(backend);
+  }
+
+  /**
+   * Starts the tunnel in the native pipe, which connects to the backend itself: false when it
+   * cannot (no pipe, TLS, a backend host that is not an IP address, a client socket it cannot
+   * take). `onBack` gets the client socket back with the connect's error code, or with no code
+   * when the backend did not answer within `timeouts.response`.
+   */
+  private connectInPipe(
+    client: Duplex,
+    target: Backend,
+    handshake: string,
+    head: Buffer,
+    room: string | null,
+    onBack: (code: string | undefined, client: Socket) => void,
+  ): boolean {
+    const pipe = this.handover?.pipe;
+    if (pipe === undefined || target.tls || !isSocket(client)) return false;
+    const { connect, response, idle } = this.options.timeouts;
+    const bytes = Buffer.from(handshake, 'latin1');
+    let tunnel: PipedTunnel | undefined;
+    const id = pipe.connect(
+      client,
+      target.host,
+      target.port,
+      head.length === 0 ? bytes : Buffer.concat([bytes, head]),
+      { connectMs: connect, answerMs: response, idleMs: idle },
+      {
+        connected: () => {
+          this.pool.reportSuccess(target);
+          tunnel = new PipedTunnel(room, target.id, pipe, (closed) => this.tracker.remove(closed));
+          tunnel.id = id ?? 0;
+          this.tracker.add(tunnel);
+        },
+        answered: (status) => this.observer?.upgrade(target.id, status),
+        failed: (code, back) => onBack(code, back),
+        unanswered: (back) => {
+          tunnel?.pipeClosed();
+          onBack(undefined, back);
+        },
+        closed: () => tunnel?.pipeClosed(),
+      },
+    );
+    return id !== undefined;
   }
 
   private handoverFor(options: ForwardOptions): PipeHandover | undefined {
@@ -155,4 +220,12 @@ export class WebSocketForwarder {
       });
     }
   }
+}
+
+function isSocket(duplex: Duplex): duplex is Socket {
+  return duplex instanceof net.Socket;
+}
+
+function destroyOnError(this: Socket): void {
+  this.destroy();
 }
