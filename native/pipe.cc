@@ -171,15 +171,18 @@ class Pipe {
   /** Whether the pipe thread still runs (it stops only when epoll fails). */
   bool working() const { return !broken_.load(); }
 
-  void Push(Command command) {
+  /** Queues a command for the pipe thread; false (nothing queued) once that thread has stopped. */
+  bool Push(Command command) {
     bool first;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      if (broken_.load()) return false;
       first = commands_.empty();
       commands_.push_back(std::move(command));
     }
     // Commands queued behind the first are taken with it: one wake-up.
     if (first) Wake();
+    return true;
   }
 
   uint64_t NextId() { return ++lastId_; }
@@ -242,10 +245,11 @@ class Pipe {
       if (n < 0 && errno != EINTR) {
         // Nothing can be forwarded any more: every tunnel closes, queued ones too, and add()
         // refuses new ones.
-        broken_.store(true);
         std::vector<Command> taken;
         {
+          // Under the lock: a command is either taken here or refused by Push().
           std::lock_guard<std::mutex> lock(mutex_);
+          broken_.store(true);
           taken.swap(commands_);
         }
         for (Command& c : taken) {
@@ -545,6 +549,9 @@ class Pipe {
 
   /** Passes on FINs, closes what is finished, and sets each socket's epoll interest. */
   void Update(Tunnel* t) {
+    // A backend that ended or failed before answering, or a tunnel being closed, is no longer
+    // waited for: its client is not handed back for a timeout answer.
+    if (!t->answered && (t->closing || t->ends[kUpstream].eof)) timed_.erase(t);
     for (End& end : t->ends) {
       End& peer = t->ends[1 - end.side];
       if (end.fd >= 0 && !end.shut && end.pending.empty() && (t->closing || peer.eof)) {
@@ -626,7 +633,8 @@ class Pipe {
     std::vector<Tunnel*> due;
     for (auto& entry : tunnels_) {
       Tunnel* t = entry.second;
-      if (t->idleMs > 0 && now_ - t->lastActive >= t->idleMs) due.push_back(t);
+      // A connect has its own limit (timeouts.connect); idleness counts once it is open.
+      if (t->idleMs > 0 && !t->connecting && now_ - t->lastActive >= t->idleMs) due.push_back(t);
     }
     for (Tunnel* t : due) Close(t);
   }
@@ -744,7 +752,11 @@ napi_value Add(napi_env env, napi_callback_info info) {
   command.tunnel = t;
   command.id = t->id;
   uint64_t id = t->id;
-  pipe->Push(std::move(command));
+  if (!pipe->Push(std::move(command))) {
+    for (End& end : t->ends) close(end.fd);
+    delete t;
+    return Throw(env, "the pipe thread has stopped");
+  }
   napi_value out;
   napi_create_double(env, static_cast<double>(id), &out);
   return out;
@@ -806,7 +818,11 @@ napi_value Connect(napi_env env, napi_callback_info info) {
   command.kind = CommandKind::kConnect;
   command.tunnel = t;
   command.id = id;
-  pipe->Push(std::move(command));
+  if (!pipe->Push(std::move(command))) {
+    close(t->ends[kClient].fd);
+    delete t;
+    return Throw(env, "the pipe thread has stopped");
+  }
   napi_value out;
   napi_create_double(env, static_cast<double>(id), &out);
   return out;

@@ -104,6 +104,36 @@ async function pipedCount(admin: string): Promise<number> {
   return Number(match[1]);
 }
 
+const UPGRADE =
+  'GET /rooms/r1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+  'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+
+/**
+ * A backend whose accept queue is full: its process never accepts (its event loop is blocked),
+ * a backlog of 1 holds the two connections made here, and the kernel drops further SYNs, so a
+ * connect to it hangs.
+ */
+async function stuckBackend(): Promise<number> {
+  const stuck = spawn(
+    process.execPath,
+    [
+      '-e',
+      "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {" +
+        ' console.log(s.address().port); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); });',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  onCleanup(() => stopProcess(stuck));
+  const port = await new Promise<number>((resolve) =>
+    stuck.stdout?.once('data', (line: Buffer) => resolve(Number(String(line).trim()))),
+  );
+  const fillers = [await connectRaw(port), await connectRaw(port)];
+  onCleanup(() => {
+    for (const filler of fillers) filler.destroy();
+  });
+  return port;
+}
+
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -192,39 +222,51 @@ describe('native pipe', () => {
   });
 
   it('answers 504 when the pipe cannot connect within timeouts.connect', async () => {
-    // A backend whose accept queue is full: its kernel drops further SYNs, so a connect hangs.
-    const stuck = spawn(
-      process.execPath,
-      [
-        '-e',
-        "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {" +
-          ' console.log(s.address().port); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); });',
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    onCleanup(() => stopProcess(stuck));
-    const stuckPort = await new Promise<number>((resolve) =>
-      stuck.stdout?.once('data', (line: Buffer) => resolve(Number(String(line).trim()))),
-    );
-    // A backlog of 1 holds two connections that were never accepted.
-    const fillers = [await connectRaw(stuckPort), await connectRaw(stuckPort)];
-    onCleanup(() => {
-      for (const filler of fillers) filler.destroy();
-    });
-    const proxy = await proxyTo(stuckPort, { timeouts: { connect: '300ms' } });
+    const proxy = await proxyTo(await stuckBackend(), { timeouts: { connect: '300ms' } });
     const client = await connectRaw(proxy.port);
     const answer = readAll(client);
     const started = Date.now();
-    client.write(
-      'GET /rooms/r1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
-        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
-    );
+    client.write(UPGRADE);
     const text = await answer;
     expect(text).toMatch(/^HTTP\/1\.1 504 /);
     expect(text).toContain('ROOMRING_E_BACKEND_TIMEOUT');
     // Not the kernel's own connect timeout, which takes minutes.
     expect(Date.now() - started).toBeLessThan(5000);
     expect(await pipedCount(proxy.admin)).toBe(0);
+  });
+
+  it('waits on shutdown for an upgrade whose backend the pipe is still connecting to, and answers it', async () => {
+    const proxy = await proxyTo(await stuckBackend(), { timeouts: { connect: '1500ms' } });
+    const client = await connectRaw(proxy.port);
+    const answer = readAll(client);
+    client.write(UPGRADE);
+    await sleep(300);
+    proxy.child.kill('SIGTERM');
+    // The connect still runs to its limit, and the client hears why it failed.
+    const text = await answer;
+    expect(text).toMatch(/^HTTP\/1\.1 504 /);
+    expect(text).toContain('ROOMRING_E_BACKEND_TIMEOUT');
+    expect(await proxy.exited).toBe(0);
+  });
+
+  it('ends the client of a backend that closes before answering, with no timeout answer', async () => {
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.resume();
+      setTimeout(() => socket.end(), 100);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const proxy = await proxyTo((server.address() as net.AddressInfo).port, { timeouts: { response: '1s' } });
+    const client = await connectRaw(proxy.port, true);
+    const answer = readToEnd(client);
+    client.write(UPGRADE);
+    const { data } = await answer;
+    expect(data.length).toBe(0);
+    // Past timeouts.response: the client, ended already, was not given back for a 504.
+    await sleep(1500);
+    const { body } = await request(`${proxy.admin}/metrics`);
+    expect(body).not.toMatch(/ROOMRING_E_BACKEND_TIMEOUT/);
   });
 
   it('hands over a tunnel whose bytes were queued in Node once they are written, losing none', async () => {

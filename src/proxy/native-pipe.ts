@@ -233,7 +233,10 @@ function socketOf(fd: number): Socket | undefined {
   }
 }
 
-const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
+// Where two names share a number (EAGAIN, EWOULDBLOCK), the first is the one libuv reports.
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, value] of Object.entries(os.constants.errno))
+  if (!ERRNO_NAMES.has(value)) ERRNO_NAMES.set(value, name);
 
 function errnoName(errno: number): string {
   return ERRNO_NAMES.get(errno) ?? `E${errno}`;

@@ -184,8 +184,9 @@ export class ProxyServer implements ConnectionHandler {
     this.closing = true;
     clearInterval(this.sweeper);
     const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    // Tunnels in the native pipe are no longer the server's connections: they are waited for apart.
-    const closed = Promise.all([serverClosed, this.tracker.empty()]);
+    // Tunnels in the native pipe are no longer the server's connections: they are waited for
+    // apart, after the upgrades whose backend connection the pipe is still opening.
+    const closed = serverClosed.then(() => this.ws.settled()).then(() => this.tracker.empty());
     for (const connection of this.connections) connection.shutdown();
     for (const tunnel of this.tracker.all()) tunnel.closeWith(CLOSE_GOING_AWAY);
     let timer: NodeJS.Timeout | undefined;

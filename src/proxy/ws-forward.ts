@@ -26,6 +26,9 @@ const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
 export class WebSocketForwarder {
   /** Where tunnels go after their 101, made once per options rather than per tunnel. */
   private handover: PipeHandover | undefined;
+  /** Upgrades whose backend connection the native pipe is opening, and who waits for none. */
+  private connecting = 0;
+  private onSettled: (() => void)[] = [];
 
   constructor(
     private readonly pool: Pool,
@@ -122,6 +125,14 @@ export class WebSocketForwarder {
     const { connect, response, idle } = this.options.timeouts;
     const bytes = Buffer.from(handshake, 'latin1');
     let tunnel: PipedTunnel | undefined;
+    let pending = true;
+    // Once per connect: it is open (and tracked), or its client came back (and the next attempt,
+    // if any, is counted already), or the pipe closed it.
+    const settle = (): void => {
+      if (!pending) return;
+      pending = false;
+      if (--this.connecting === 0) for (const resolve of this.onSettled.splice(0)) resolve();
+    };
     const id = pipe.connect(
       client,
       target.host,
@@ -134,17 +145,32 @@ export class WebSocketForwarder {
           tunnel = new PipedTunnel(room, target.id, pipe, (closed) => this.tracker.remove(closed));
           tunnel.id = id ?? 0;
           this.tracker.add(tunnel);
+          settle();
         },
         answered: (status) => this.observer?.upgrade(target.id, status),
-        failed: (code, back) => onBack(code, back),
+        failed: (code, back) => {
+          onBack(code, back);
+          settle();
+        },
         unanswered: (back) => {
           tunnel?.pipeClosed();
           onBack(undefined, back);
         },
-        closed: () => tunnel?.pipeClosed(),
+        closed: () => {
+          tunnel?.pipeClosed();
+          settle();
+        },
       },
     );
-    return id !== undefined;
+    if (id === undefined) return false;
+    this.connecting++;
+    return true;
+  }
+
+  /** Resolves once no upgrade waits for the native pipe to connect (it is then tracked, or answered). */
+  settled(): Promise<void> {
+    if (this.connecting === 0) return Promise.resolve();
+    return new Promise((resolve) => this.onSettled.push(resolve));
   }
 
   private handoverFor(options: ForwardOptions): PipeHandover | undefined {
