@@ -182,8 +182,11 @@ export function makePeer(name, opts) {
           { ready: /roomring listening on/, cwd: root },
         );
         peer.pipe = /"event":"start".*"pipe":"(\w+)"/.exec(proc.output())?.[1] ?? 'unknown';
-        const forwarder = peer.pipe === 'native' ? 'the native pipe forwards' : 'Node sockets forward';
-        peer.describe = `node bin/roomring.js start (one process; ${forwarder} WebSockets after the 101)`;
+        const forwarder =
+          peer.pipe === 'native'
+            ? 'the native pipe connects to the backends and forwards WebSockets'
+            : 'Node sockets forward WebSockets';
+        peer.describe = `node bin/roomring.js start (one process; ${forwarder})`;
         return [proc];
       }
       case 'http-proxy': {
