@@ -151,16 +151,22 @@ export function processTree(pid) {
   return tree.filter((p) => parentOf.has(p));
 }
 
-/** utime + stime of one process (all its threads), in seconds. */
-export function cpuSeconds(pid) {
+/** utime and stime of one process (all its threads), in seconds; zeros once it is gone. */
+function cpuTimes(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // After the command: state(0) ppid(1) ... utime is field 14 overall -> index 11 here, stime 12.
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
   } catch {
-    return 0;
+    return { user: 0, system: 0 };
   }
+}
+
+/** utime + stime of one process (all its threads), in seconds. */
+export function cpuSeconds(pid) {
+  const { user, system } = cpuTimes(pid);
+  return user + system;
 }
 
 /** VmRSS of one process, in KB. */
@@ -184,14 +190,9 @@ export function treeCpuSplit(pids) {
   let user = 0;
   let system = 0;
   for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      user += Number(fields[11]) / CLK_TCK;
-      system += Number(fields[12]) / CLK_TCK;
-    } catch {
-      // The process is gone: it counts for nothing.
-    }
+    const times = cpuTimes(pid);
+    user += times.user;
+    system += times.system;
   }
   return { user, system };
 }
