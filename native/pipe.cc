@@ -94,6 +94,13 @@ struct Tunnel {
   int64_t answerDeadline = 0;
   struct sockaddr_storage address = {};
   socklen_t addressLength = 0;
+
+  Tunnel() {
+    for (int side = 0; side < 2; side++) {
+      ends[side].tunnel = this;
+      ends[side].side = side;
+    }
+  }
 };
 
 /** What is reported to JavaScript about a tunnel. */
@@ -723,6 +730,29 @@ napi_value Start(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/**
+ * Gives a new tunnel to the pipe thread (add or connect) and returns its id; if that thread has
+ * stopped, the tunnel's descriptors are closed and an error is thrown.
+ */
+napi_value Queue(napi_env env, Pipe* pipe, CommandKind kind, Tunnel* t) {
+  t->id = pipe->NextId();
+  uint64_t id = t->id;
+  Command command;
+  command.kind = kind;
+  command.tunnel = t;
+  command.id = id;
+  if (!pipe->Push(std::move(command))) {
+    for (End& end : t->ends) {
+      if (end.fd >= 0) close(end.fd);
+    }
+    delete t;
+    return Throw(env, "the pipe thread has stopped");
+  }
+  napi_value out;
+  napi_create_double(env, static_cast<double>(id), &out);
+  return out;
+}
+
 /** add(clientFd, upstreamFd, idleMs): the tunnel's id; the pipe works on its own copies of the fds. */
 napi_value Add(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -741,25 +771,10 @@ napi_value Add(napi_env env, napi_callback_info info) {
     }
     // Non-blocking already: the copy shares the open file description, and with it the O_NONBLOCK
     // libuv set.
-    t->ends[side].tunnel = t;
-    t->ends[side].side = side;
     t->ends[side].fd = copy;
   }
-  t->id = pipe->NextId();
   t->idleMs = Int(env, argv[2]);
-  Command command;
-  command.kind = CommandKind::kAdd;
-  command.tunnel = t;
-  command.id = t->id;
-  uint64_t id = t->id;
-  if (!pipe->Push(std::move(command))) {
-    for (End& end : t->ends) close(end.fd);
-    delete t;
-    return Throw(env, "the pipe thread has stopped");
-  }
-  napi_value out;
-  napi_create_double(env, static_cast<double>(id), &out);
-  return out;
+  return Queue(env, pipe, CommandKind::kAdd, t);
 }
 
 std::string Text(napi_env env, napi_value value) {
@@ -801,10 +816,6 @@ napi_value Connect(napi_env env, napi_callback_info info) {
     delete t;
     return Throw(env, "a socket could not be duplicated");
   }
-  for (int side = 0; side < 2; side++) {
-    t->ends[side].tunnel = t;
-    t->ends[side].side = side;
-  }
   t->ends[kClient].fd = copy;
   t->ends[kUpstream].pending = Bytes(env, argv[3]);
   t->answered = false;
@@ -812,20 +823,7 @@ napi_value Connect(napi_env env, napi_callback_info info) {
   t->connectDeadline = connectMs > 0 ? NowMs() + connectMs : 0;
   t->answerMs = Int(env, argv[5]);
   t->idleMs = Int(env, argv[6]);
-  t->id = pipe->NextId();
-  uint64_t id = t->id;
-  Command command;
-  command.kind = CommandKind::kConnect;
-  command.tunnel = t;
-  command.id = id;
-  if (!pipe->Push(std::move(command))) {
-    close(t->ends[kClient].fd);
-    delete t;
-    return Throw(env, "the pipe thread has stopped");
-  }
-  napi_value out;
-  napi_create_double(env, static_cast<double>(id), &out);
-  return out;
+  return Queue(env, pipe, CommandKind::kConnect, t);
 }
 
 /** closeWith(id, toClient, toUpstream, graceMs): last bytes to each side, then both are ended. */
