@@ -13,7 +13,7 @@ import type { ClientExchange, ClientRequest } from './client-exchange.js';
 import { ConnectionTracker } from './connections.js';
 import { type ForwardOptions, HttpForwarder } from './http-forward.js';
 import type { ProxyObserver } from './observer.js';
-import { replyErrorOnSocket } from './reply.js';
+import { destroyOnError, replyErrorOnSocket } from './reply.js';
 import { WebSocketForwarder } from './ws-forward.js';
 import { CLOSE_GOING_AWAY } from './ws-frames.js';
 
@@ -200,10 +200,6 @@ export class ProxyServer implements ConnectionHandler {
     for (const tunnel of this.tracker.all()) tunnel.destroy();
     this.http.close();
   }
-}
-
-function destroyOnError(this: Socket): void {
-  this.destroy();
 }
 
 function withBackend(backend: Backend | undefined, room: string | null): Target {

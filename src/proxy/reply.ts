@@ -3,6 +3,7 @@
 // Replies inside a keep-alive exchange are ClientExchange.replyError.
 
 import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ERROR_CODES, type ErrorCode, errorBody } from '../errors.js';
 
@@ -68,4 +69,14 @@ export function lingerThenDestroy(socket: Duplex): void {
   socket.on('data', () => {});
   socket.resume();
   socket.end();
+}
+
+/** A plain net.Socket (or TLS socket) rather than another kind of Duplex. */
+export function isSocket(duplex: Duplex): duplex is Socket {
+  return typeof (duplex as Socket).setNoDelay === 'function';
+}
+
+/** An 'error' listener that only destroys the socket: the error needs nothing else. */
+export function destroyOnError(this: Socket): void {
+  this.destroy();
 }

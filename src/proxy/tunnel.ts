@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import type { Tunnel } from './connections.js';
 import type { NativePipe } from './native-pipe.js';
 import { statusOfHead } from './observer.js';
-import { endThenDestroy } from './reply.js';
+import { endThenDestroy, isSocket } from './reply.js';
 import { CLOSE_GRACE_MS, clientCloseFrame, closeTunnel, serverCloseFrame } from './ws-frames.js';
 
 /** Where a tunnel's bytes go after the 101: the native pipe, with the tunnel's idle limit. */
@@ -276,8 +276,4 @@ export class ByteTunnel implements Tunnel {
     if (this.client.writableLength > 0 && !this.client.destroyed) endThenDestroy(this.client);
     else this.client.destroy();
   }
-}
-
-function isSocket(duplex: Duplex): duplex is Socket {
-  return typeof (duplex as Socket).setNoDelay === 'function';
 }

@@ -18,7 +18,7 @@ import { requestHead, requestHeadersFor } from './headers.js';
 import type { ForwardOptions } from './http-forward.js';
 import { nativePipe } from './native-pipe.js';
 import { type ProxyObserver, statusOfHead } from './observer.js';
-import { replyErrorOnSocket } from './reply.js';
+import { destroyOnError, isSocket, replyErrorOnSocket } from './reply.js';
 import { ByteTunnel, PipedTunnel, type PipeHandover } from './tunnel.js';
 
 const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
@@ -246,12 +246,4 @@ export class WebSocketForwarder {
       });
     }
   }
-}
-
-function isSocket(duplex: Duplex): duplex is Socket {
-  return duplex instanceof net.Socket;
-}
-
-function destroyOnError(this: Socket): void {
-  this.destroy();
 }
