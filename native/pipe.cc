@@ -17,8 +17,15 @@
 // backend that does not answer within its time, give the client socket back to JavaScript
 // (which fails over or answers the client), and nothing is closed on it.
 //
-// What happens to tunnels is reported to JavaScript in batches, through a thread-safe function:
-// closed, connected, answered (with the status), and the two hand-backs above.
+// The pipe may also accept the clients of the proxy's listening socket (listen()): it reads each
+// new connection until its first request head is complete, then hands the descriptor and the
+// bytes read to JavaScript, which routes an upgrade straight back here with connect() (no Node
+// socket is ever made for it) and wraps any other connection in a Node socket. A connection silent
+// past its idle time is closed; one whose head is not complete within its head time, or is larger
+// than kMaxHead, is handed over as it is, for JavaScript to answer.
+//
+// What happens is reported to JavaScript in batches, through a thread-safe function: closed,
+// connected, answered (with the status), the two hand-backs above, and accepted connections.
 //
 // Threads: JavaScript calls add/closeWith/destroy on the main thread; they only queue commands. The
 // pipe thread owns every tunnel and file descriptor it was given.
@@ -55,6 +62,12 @@ constexpr int kClient = 0;
 constexpr int kUpstream = 1;
 /** How long a finished tunnel's client may keep sending before its socket is closed anyway. */
 constexpr int64_t kLingerMs = 5000;
+/** Bytes of a new connection read at most while its first head is awaited (llhttp's limit is 16 KiB). */
+constexpr size_t kMaxHead = 16 * 1024;
+/** Connections accepted at most per readiness of a listening socket, so tunnels are not starved. */
+constexpr int kAcceptBurst = 64;
+/** How long a listening socket rests when the process is out of descriptors. */
+constexpr int64_t kAcceptRestMs = 100;
 
 int64_t NowMs() {
   struct timespec ts;
@@ -64,7 +77,16 @@ int64_t NowMs() {
 
 struct Tunnel;
 
-struct End {
+/** What an epoll registration points at (the eventfd's is null). */
+enum class Watch { kEnd, kListener, kIncoming };
+
+struct Watched {
+  explicit Watched(Watch w) : watch(w) {}
+  Watch watch;
+};
+
+struct End : Watched {
+  End() : Watched(Watch::kEnd) {}
   Tunnel* tunnel = nullptr;
   int side = 0;
   int fd = -1;          // -1 once closed
@@ -103,13 +125,43 @@ struct Tunnel {
   }
 };
 
-/** What is reported to JavaScript about a tunnel. */
+/** A listening socket whose connections the pipe accepts. */
+struct Listener : Watched {
+  Listener() : Watched(Watch::kListener) {}
+  uint64_t id = 0;
+  int fd = -1;
+  bool watched = false;
+  int64_t restUntil = 0;  // out of descriptors: not watched until then
+  int64_t headMs = 0;     // time from a connection's first byte to the end of its head (0: none)
+  int64_t idleMs = 0;     // time a connection may stay silent before its first byte (0: none)
+  bool dead = false;
+};
+
+/** An accepted connection whose first request head is being read. */
+struct Incoming : Watched {
+  Incoming() : Watched(Watch::kIncoming) {}
+  Listener* listener = nullptr;
+  int fd = -1;
+  bool watched = false;
+  std::string bytes;
+  int64_t deadline = 0;  // 0: none
+  std::string ip;
+  int port = 0;
+  bool dead = false;
+};
+
+/** What is reported to JavaScript. */
 enum EventKind : int {
   kClosed = 0,
   kConnected = 1,
   kAnswered = 2,        // a: the status code of the backend's first line (0 if it is none)
   kConnectFailed = 3,   // a: errno (0: the connect deadline passed), b: the client fd, now JavaScript's
   kAnswerTimedOut = 4,  // b: the client fd, now JavaScript's
+  // id: the listener; a: the peer's port; b: the connection's fd, now JavaScript's; with the bytes
+  // read and the peer's address. kIncoming: a whole head (or kMaxHead bytes) was read;
+  // kIncomingLate: the head was not complete within the listener's head time.
+  kIncoming = 5,
+  kIncomingLate = 6,
 };
 
 struct Event {
@@ -117,17 +169,27 @@ struct Event {
   int kind;
   int64_t a;
   int64_t b;
+  std::string bytes;  // kIncoming, kIncomingLate
+  std::string ip;
 };
 
-enum class CommandKind { kAdd, kConnect, kCloseWith, kDestroy };
+/** Whether an event hands a descriptor to JavaScript (in b). */
+bool HandsFd(int kind) {
+  return kind == kConnectFailed || kind == kAnswerTimedOut || kind == kIncoming || kind == kIncomingLate;
+}
+
+enum class CommandKind { kAdd, kConnect, kCloseWith, kDestroy, kListen, kUnlisten, kLimits };
 
 struct Command {
   CommandKind kind = CommandKind::kAdd;
-  Tunnel* tunnel = nullptr;  // kAdd, kConnect
+  Tunnel* tunnel = nullptr;      // kAdd, kConnect
+  Listener* listener = nullptr;  // kListen
   uint64_t id = 0;
   std::string toClient;
   std::string toUpstream;
   int64_t graceMs = 0;
+  int64_t headMs = 0;  // kLimits
+  int64_t idleMs = 0;  // kLimits
 };
 
 class Pipe {
@@ -160,14 +222,27 @@ class Pipe {
       for (End& end : entry.second->ends) CloseFd(&end);
       delete entry.second;
     }
+    for (Incoming* in : incomings_) {
+      if (in->fd >= 0) close(in->fd);
+      delete in;
+    }
+    for (auto& entry : listeners_) {
+      if (entry.second->fd >= 0) close(entry.second->fd);
+      delete entry.second;
+    }
     for (Command& c : commands_) {
       if (c.kind == CommandKind::kAdd || c.kind == CommandKind::kConnect) {
         for (End& end : c.tunnel->ends) CloseFd(&end);
         delete c.tunnel;
+      } else if (c.kind == CommandKind::kListen) {
+        close(c.listener->fd);
+        delete c.listener;
       }
     }
     DropEvents(reported_);
     for (Tunnel* t : graveyard_) delete t;
+    for (Incoming* in : deadIncomings_) delete in;
+    for (Listener* l : deadListeners_) delete l;
     if (closed_ != nullptr) napi_release_threadsafe_function(closed_, napi_tsfn_abort);
     if (wake_ >= 0) close(wake_);
     if (epoll_ >= 0) close(epoll_);
@@ -195,7 +270,10 @@ class Pipe {
   uint64_t NextId() { return ++lastId_; }
 
  private:
-  /** Calls JavaScript with the events as one flat array: id, kind, a, b for each. */
+  /**
+   * Calls JavaScript with the events as one flat array (id, kind, a, b for each) and, for each
+   * accepted connection among them in turn, its bytes (a Buffer) and its peer's address.
+   */
   static void CallJs(napi_env env, napi_value callback, void*, void* data) {
     auto* events = static_cast<std::vector<Event>*>(data);
     if (env == nullptr || callback == nullptr) {
@@ -203,8 +281,11 @@ class Pipe {
       return;
     }
     napi_value array;
+    napi_value payloads;
     napi_create_array_with_length(env, events->size() * 4, &array);
+    napi_create_array(env, &payloads);
     uint32_t i = 0;
+    uint32_t p = 0;
     for (const Event& e : *events) {
       const double fields[4] = {static_cast<double>(e.id), static_cast<double>(e.kind), static_cast<double>(e.a),
                                 static_cast<double>(e.b)};
@@ -213,25 +294,34 @@ class Pipe {
         napi_create_double(env, field, &value);
         napi_set_element(env, array, i++, value);
       }
+      if (e.kind == kIncoming || e.kind == kIncomingLate) {
+        napi_value bytes;
+        napi_value ip;
+        napi_create_buffer_copy(env, e.bytes.size(), e.bytes.data(), nullptr, &bytes);
+        napi_create_string_latin1(env, e.ip.data(), e.ip.size(), &ip);
+        napi_set_element(env, payloads, p++, bytes);
+        napi_set_element(env, payloads, p++, ip);
+      }
     }
     delete events;
     napi_value undefined;
     napi_get_undefined(env, &undefined);
-    napi_call_function(env, undefined, callback, 1, &array, nullptr);
+    napi_value argv[2] = {array, payloads};
+    napi_call_function(env, undefined, callback, 2, argv, nullptr);
   }
 
-  /** Events that will never reach JavaScript: the client sockets they hand back are closed. */
+  /** Events that will never reach JavaScript: the sockets they hand over are closed. */
   static void DropEvents(std::vector<Event>* events) {
     if (events == nullptr) return;
     for (const Event& e : *events) {
-      if (e.kind == kConnectFailed || e.kind == kAnswerTimedOut) close(static_cast<int>(e.b));
+      if (HandsFd(e.kind)) close(static_cast<int>(e.b));
     }
     delete events;
   }
 
   void Report(uint64_t id, int kind, int64_t a = 0, int64_t b = 0) {
     if (reported_ == nullptr) reported_ = new std::vector<Event>();
-    reported_->push_back(Event{id, kind, a, b});
+    reported_->push_back(Event{id, kind, a, b, std::string(), std::string()});
   }
 
   void Wake() {
@@ -245,8 +335,9 @@ class Pipe {
     struct epoll_event events[kMaxEvents];
     int64_t lastIdleSweep = NowMs();
     int64_t lastClosingSweep = lastIdleSweep;
+    int64_t lastRestSweep = lastIdleSweep;
     while (!stop_.load()) {
-      bool timed = !closing_.empty() || !timed_.empty();
+      bool timed = !closing_.empty() || !timed_.empty() || resting_;
       int timeout = timed ? 100 : 1000;
       int n = epoll_wait(epoll_, events, kMaxEvents, timeout);
       if (n < 0 && errno != EINTR) {
@@ -263,18 +354,23 @@ class Pipe {
           if (c.kind == CommandKind::kAdd || c.kind == CommandKind::kConnect) {
             tunnels_[c.tunnel->id] = c.tunnel;
             Close(c.tunnel);
+          } else if (c.kind == CommandKind::kListen) {
+            listeners_[c.listener->id] = c.listener;
           }
         }
         std::vector<Tunnel*> all;
         for (auto& entry : tunnels_) all.push_back(entry.second);
         for (Tunnel* t : all) Close(t);
+        std::vector<uint64_t> listening;
+        for (auto& entry : listeners_) listening.push_back(entry.first);
+        for (uint64_t id : listening) Unlisten(id);
         Bury();
         return;
       }
       now_ = NowMs();
       for (int i = 0; i < n; i++) {
-        End* end = static_cast<End*>(events[i].data.ptr);
-        if (end == nullptr) {
+        auto* watched = static_cast<Watched*>(events[i].data.ptr);
+        if (watched == nullptr) {
           uint64_t count;
           ssize_t got = read(wake_, &count, sizeof count);
           (void)got;
@@ -282,16 +378,30 @@ class Pipe {
           continue;
         }
         // A socket closed earlier in this round may still have an event in it.
-        if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events);
+        if (watched->watch == Watch::kListener) {
+          auto* listener = static_cast<Listener*>(watched);
+          if (!listener->dead) Accept(listener);
+        } else if (watched->watch == Watch::kIncoming) {
+          auto* in = static_cast<Incoming*>(watched);
+          if (!in->dead) ReadHead(in);
+        } else {
+          auto* end = static_cast<End*>(watched);
+          if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events);
+        }
       }
       if ((!closing_.empty() || !timed_.empty()) && now_ - lastClosingSweep >= 100) {
         lastClosingSweep = now_;
         SweepClosing();
         SweepDeadlines();
       }
+      if (resting_ && now_ - lastRestSweep >= kAcceptRestMs) {
+        lastRestSweep = now_;
+        WakeListeners();
+      }
       if (now_ - lastIdleSweep >= 1000) {
         lastIdleSweep = now_;
         SweepIdle();
+        SweepIncoming();
       }
       Bury();
     }
@@ -306,6 +416,23 @@ class Pipe {
     for (Command& c : taken) {
       if (c.kind == CommandKind::kConnect) {
         StartConnect(c.tunnel);
+        continue;
+      }
+      if (c.kind == CommandKind::kListen) {
+        listeners_[c.listener->id] = c.listener;
+        WatchListener(c.listener);
+        continue;
+      }
+      if (c.kind == CommandKind::kUnlisten) {
+        Unlisten(c.id);
+        continue;
+      }
+      if (c.kind == CommandKind::kLimits) {
+        auto found = listeners_.find(c.id);
+        if (found != listeners_.end()) {
+          found->second->headMs = c.headMs;
+          found->second->idleMs = c.idleMs;
+        }
         continue;
       }
       if (c.kind == CommandKind::kAdd) {
@@ -432,6 +559,166 @@ class Pipe {
       if (deadline > 0 && now_ >= deadline) due.push_back(t);
     }
     for (Tunnel* t : due) HandBack(t, t->connecting ? kConnectFailed : kAnswerTimedOut, 0);
+  }
+
+  // --- Accepting (listen()) ---
+
+  void WatchListener(Listener* l) {
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN;
+    ev.data.ptr = static_cast<Watched*>(l);
+    l->watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, l->fd, &ev) == 0;
+  }
+
+  /** Accepts what is waiting on a listening socket; each connection's head is read from here. */
+  void Accept(Listener* l) {
+    for (int i = 0; i < kAcceptBurst; i++) {
+      struct sockaddr_storage address;
+      socklen_t length = sizeof address;
+      int fd = accept4(l->fd, reinterpret_cast<struct sockaddr*>(&address), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+          // Out of descriptors: the waiting connections stay queued, and the listener rests
+          // rather than waking this thread again at once.
+          if (l->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, l->fd, nullptr);
+          l->watched = false;
+          l->restUntil = now_ + kAcceptRestMs;
+          resting_ = true;
+        }
+        return;
+      }
+      int one = 1;
+      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto* in = new Incoming();
+      in->listener = l;
+      in->fd = fd;
+      in->deadline = l->idleMs > 0 ? now_ + l->idleMs : 0;
+      char text[INET6_ADDRSTRLEN] = "";
+      if (address.ss_family == AF_INET) {
+        auto* v4 = reinterpret_cast<struct sockaddr_in*>(&address);
+        inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
+        in->port = ntohs(v4->sin_port);
+      } else if (address.ss_family == AF_INET6) {
+        auto* v6 = reinterpret_cast<struct sockaddr_in6*>(&address);
+        inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
+        in->port = ntohs(v6->sin6_port);
+      }
+      in->ip = text;
+      incomings_.insert(in);
+      // The request is often there already: read it before asking epoll.
+      if (!ReadHead(in)) continue;
+      struct epoll_event ev = {};
+      ev.events = EPOLLIN;
+      ev.data.ptr = static_cast<Watched*>(in);
+      in->watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) == 0;
+      if (!in->watched) DropIncoming(in);
+    }
+  }
+
+  /**
+   * Reads a new connection: hands it to JavaScript once its head is complete (or kMaxHead bytes
+   * came), closes it at its end or an error. True while its head is still awaited.
+   */
+  bool ReadHead(Incoming* in) {
+    char* buffer = buffer_.data();
+    for (;;) {
+      size_t room = kMaxHead - in->bytes.size();
+      ssize_t got = read(in->fd, buffer, room);
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      if (got <= 0) {
+        // Gone before a whole head: nothing to answer.
+        DropIncoming(in);
+        return false;
+      }
+      size_t from = in->bytes.size() < 3 ? 0 : in->bytes.size() - 3;
+      bool first = in->bytes.empty();
+      in->bytes.append(buffer, static_cast<size_t>(got));
+      if (HeadEnds(in->bytes, from) || in->bytes.size() >= kMaxHead) {
+        HandOverIncoming(in, kIncoming);
+        return false;
+      }
+      // The head's time starts at its first byte.
+      if (first) in->deadline = in->listener->headMs > 0 ? now_ + in->listener->headMs : 0;
+    }
+  }
+
+  /** Whether the bytes hold an empty line (CRLF CRLF, or bare LFs, which llhttp then refuses) from `from` on. */
+  static bool HeadEnds(const std::string& bytes, size_t from) {
+    for (size_t i = from; i < bytes.size(); i++) {
+      if (bytes[i] != '\n') continue;
+      if (i + 1 < bytes.size() && bytes[i + 1] == '\n') return true;
+      if (i + 2 < bytes.size() && bytes[i + 1] == '\r' && bytes[i + 2] == '\n') return true;
+    }
+    return false;
+  }
+
+  /** The connection and what was read of it go to JavaScript. */
+  void HandOverIncoming(Incoming* in, int kind) {
+    if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
+    in->watched = false;
+    if (reported_ == nullptr) reported_ = new std::vector<Event>();
+    reported_->push_back(Event{in->listener->id, kind, in->port, in->fd, std::move(in->bytes), std::move(in->ip)});
+    in->fd = -1;
+    Forget(in);
+  }
+
+  void DropIncoming(Incoming* in) {
+    if (in->fd >= 0) {
+      if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
+      close(in->fd);
+      in->fd = -1;
+    }
+    in->watched = false;
+    Forget(in);
+  }
+
+  void Forget(Incoming* in) {
+    in->dead = true;
+    incomings_.erase(in);
+    deadIncomings_.push_back(in);
+  }
+
+  /** Stops accepting on a listener; the connections it has not handed over yet are closed. */
+  void Unlisten(uint64_t id) {
+    auto found = listeners_.find(id);
+    if (found == listeners_.end()) return;
+    Listener* l = found->second;
+    listeners_.erase(found);
+    std::vector<Incoming*> own;
+    for (Incoming* in : incomings_) {
+      if (in->listener == l) own.push_back(in);
+    }
+    for (Incoming* in : own) DropIncoming(in);
+    if (l->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, l->fd, nullptr);
+    close(l->fd);
+    l->fd = -1;
+    l->dead = true;
+    deadListeners_.push_back(l);
+  }
+
+  /** Listeners that rested for want of descriptors are watched again. */
+  void WakeListeners() {
+    resting_ = false;
+    for (auto& entry : listeners_) {
+      Listener* l = entry.second;
+      if (l->watched) continue;
+      if (now_ >= l->restUntil) WatchListener(l);
+      else resting_ = true;
+    }
+  }
+
+  /** New connections past their deadline: silent ones close, slow heads go to JavaScript (every second). */
+  void SweepIncoming() {
+    std::vector<Incoming*> due;
+    for (Incoming* in : incomings_) {
+      if (in->deadline > 0 && now_ >= in->deadline) due.push_back(in);
+    }
+    for (Incoming* in : due) {
+      if (in->bytes.empty()) DropIncoming(in);
+      else HandOverIncoming(in, kIncomingLate);
+    }
   }
 
   void StartClosing(Tunnel* t, int64_t ms) {
@@ -650,6 +937,10 @@ class Pipe {
   void Bury() {
     for (Tunnel* t : graveyard_) delete t;
     graveyard_.clear();
+    for (Incoming* in : deadIncomings_) delete in;
+    deadIncomings_.clear();
+    for (Listener* l : deadListeners_) delete l;
+    deadListeners_.clear();
     if (reported_ != nullptr) {
       if (napi_call_threadsafe_function(closed_, reported_, napi_tsfn_nonblocking) != napi_ok) DropEvents(reported_);
       reported_ = nullptr;
@@ -673,6 +964,12 @@ class Pipe {
   // Tunnels from connect() that are connecting or waiting for the backend's first bytes.
   std::unordered_set<Tunnel*> timed_;
   std::vector<char> buffer_ = std::vector<char>(kReadSize);
+  std::unordered_map<uint64_t, Listener*> listeners_;
+  std::unordered_set<Incoming*> incomings_;
+  std::vector<Incoming*> deadIncomings_;
+  std::vector<Listener*> deadListeners_;
+  // A listener rests for want of descriptors.
+  bool resting_ = false;
   int64_t now_ = NowMs();
 };
 
@@ -732,9 +1029,10 @@ napi_value Start(napi_env env, napi_callback_info info) {
 
 /**
  * Gives a new tunnel to the pipe thread (add or connect) and returns its id; if that thread has
- * stopped, the tunnel's descriptors are closed and an error is thrown.
+ * stopped, an error is thrown and the tunnel's descriptors are closed, but for a client
+ * descriptor JavaScript handed over itself (`keepClient`), which stays JavaScript's.
  */
-napi_value Queue(napi_env env, Pipe* pipe, CommandKind kind, Tunnel* t) {
+napi_value Queue(napi_env env, Pipe* pipe, CommandKind kind, Tunnel* t, bool keepClient = false) {
   t->id = pipe->NextId();
   uint64_t id = t->id;
   Command command;
@@ -743,7 +1041,7 @@ napi_value Queue(napi_env env, Pipe* pipe, CommandKind kind, Tunnel* t) {
   command.id = id;
   if (!pipe->Push(std::move(command))) {
     for (End& end : t->ends) {
-      if (end.fd >= 0) close(end.fd);
+      if (end.fd >= 0 && !(keepClient && end.side == kClient)) close(end.fd);
     }
     delete t;
     return Throw(env, "the pipe thread has stopped");
@@ -785,15 +1083,20 @@ std::string Text(napi_env env, napi_value value) {
 }
 
 /**
- * connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs): the tunnel's id. The pipe
- * connects to ip:port (an IPv4 or IPv6 literal), sends `handshake`, and forwards from then on.
+ * connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs, owned): the tunnel's id. The
+ * pipe connects to ip:port (an IPv4 or IPv6 literal), sends `handshake`, and forwards from then
+ * on. It works on a copy of clientFd, or, when `owned` (a descriptor the pipe accepted and handed
+ * over), on clientFd itself, which is then the pipe's unless an error is thrown.
  */
 napi_value Connect(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
+  napi_value argv[8];
   Pipe* pipe = PipeOf(env);
   if (pipe == nullptr) return Throw(env, "the pipe is not started");
   if (!pipe->working()) return Throw(env, "the pipe thread has stopped");
-  if (!Args(env, info, 7, argv)) return Throw(env, "connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs)");
+  if (!Args(env, info, 8, argv))
+    return Throw(env, "connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs, owned)");
+  bool owned = false;
+  napi_get_value_bool(env, argv[7], &owned);
   auto* t = new Tunnel();
   std::string ip = Text(env, argv[1]);
   int port = static_cast<int>(Int(env, argv[2]));
@@ -811,7 +1114,8 @@ napi_value Connect(napi_env env, napi_callback_info info) {
     delete t;
     return Throw(env, "connect() needs an IPv4 or IPv6 address");
   }
-  int copy = fcntl(static_cast<int>(Int(env, argv[0])), F_DUPFD_CLOEXEC, 0);
+  int clientFd = static_cast<int>(Int(env, argv[0]));
+  int copy = owned ? clientFd : fcntl(clientFd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) {
     delete t;
     return Throw(env, "a socket could not be duplicated");
@@ -823,7 +1127,68 @@ napi_value Connect(napi_env env, napi_callback_info info) {
   t->connectDeadline = connectMs > 0 ? NowMs() + connectMs : 0;
   t->answerMs = Int(env, argv[5]);
   t->idleMs = Int(env, argv[6]);
-  return Queue(env, pipe, CommandKind::kConnect, t);
+  return Queue(env, pipe, CommandKind::kConnect, t, owned);
+}
+
+/**
+ * listen(fd, headMs, idleMs): the listener's id. The pipe accepts the connections of the listening
+ * socket fd (on a copy of it) and reports each with its first head (see kIncoming).
+ */
+napi_value Listen(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr) return Throw(env, "the pipe is not started");
+  if (!pipe->working()) return Throw(env, "the pipe thread has stopped");
+  if (!Args(env, info, 3, argv)) return Throw(env, "listen(fd, headMs, idleMs)");
+  int copy = fcntl(static_cast<int>(Int(env, argv[0])), F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return Throw(env, "the listening socket could not be duplicated");
+  // accept4 must not block the pipe thread: the copy shares the socket's O_NONBLOCK, set here in
+  // case the socket came without it.
+  fcntl(copy, F_SETFL, fcntl(copy, F_GETFL) | O_NONBLOCK);
+  auto* l = new Listener();
+  l->id = pipe->NextId();
+  l->fd = copy;
+  l->headMs = Int(env, argv[1]);
+  l->idleMs = Int(env, argv[2]);
+  uint64_t id = l->id;
+  Command command;
+  command.kind = CommandKind::kListen;
+  command.listener = l;
+  command.id = id;
+  if (!pipe->Push(std::move(command))) {
+    close(copy);
+    delete l;
+    return Throw(env, "the pipe thread has stopped");
+  }
+  napi_value out;
+  napi_create_double(env, static_cast<double>(id), &out);
+  return out;
+}
+
+/** unlisten(id): stops accepting; connections whose head is still awaited are closed. */
+napi_value Unlisten(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr || !Args(env, info, 1, argv)) return Throw(env, "unlisten(id)");
+  Command command;
+  command.kind = CommandKind::kUnlisten;
+  command.id = static_cast<uint64_t>(Int(env, argv[0]));
+  pipe->Push(std::move(command));
+  return nullptr;
+}
+
+/** limits(id, headMs, idleMs): new time limits for the listener's connections accepted from now on. */
+napi_value Limits(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr || !Args(env, info, 3, argv)) return Throw(env, "limits(id, headMs, idleMs)");
+  Command command;
+  command.kind = CommandKind::kLimits;
+  command.id = static_cast<uint64_t>(Int(env, argv[0]));
+  command.headMs = Int(env, argv[1]);
+  command.idleMs = Int(env, argv[2]);
+  pipe->Push(std::move(command));
+  return nullptr;
 }
 
 /** closeWith(id, toClient, toUpstream, graceMs): last bytes to each side, then both are ended. */
@@ -860,6 +1225,9 @@ napi_value Init(napi_env env, napi_value exports) {
       {"connect", nullptr, Connect, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"closeWith", nullptr, CloseWith, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"destroy", nullptr, Destroy, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"listen", nullptr, Listen, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"unlisten", nullptr, Unlisten, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"limits", nullptr, Limits, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods);
   return exports;

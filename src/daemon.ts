@@ -164,6 +164,7 @@ export class Daemon {
         listen: `${this.address.address}:${this.address.port}`,
         registry: this.registry.mode,
         pipe: missing === undefined ? this.config.websocket.pipe : 'js',
+        accept: this.proxy.acceptsInPipe ? 'pipe' : 'node',
       },
       `roomring listening on http://${hostForUrl(this.address)}:${this.address.port}`,
     );

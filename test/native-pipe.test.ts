@@ -474,7 +474,7 @@ describe('native pipe', () => {
     };
     const backendPort = await startUpgradeBackend(echo);
     const built = await proxyTo(backendPort);
-    expect(built.output()).toMatch(/"event":"start".*"pipe":"native"/);
+    expect(built.output()).toMatch(/"event":"start".*"pipe":"native".*"accept":"pipe"/);
     expect(built.output()).not.toContain('"event":"pipe"');
 
     // A copy of the CLI without build/: the addon cannot load, and tunnels stay on Node sockets.
@@ -490,7 +490,7 @@ describe('native pipe', () => {
     const unbuilt = spawnCli(['start', '--config', config], {}, path.join(copy, 'bin', 'roomring.js'));
     await unbuilt.waitFor(/roomring listening on/);
     expect(unbuilt.output()).toMatch(/"event":"pipe".*the native addon did not load.*npm run install/);
-    expect(unbuilt.output()).toMatch(/"event":"start".*"pipe":"js"/);
+    expect(unbuilt.output()).toMatch(/"event":"start".*"pipe":"js".*"accept":"node"/);
     const client = await upgrade(port);
     const echoed = new Promise<string>((resolve) =>
       client.once('data', (chunk: Buffer) => resolve(String(chunk))),
@@ -505,6 +505,7 @@ describe('native pipe', () => {
       socket.on('data', (chunk: Buffer) => socket.write(chunk));
     });
     const proxy = await proxyTo(backendPort, { websocket: { pipe: 'js' } });
+    expect(proxy.output()).toMatch(/"event":"start".*"accept":"node"/);
     const client = await upgrade(proxy.port);
     const echoed = new Promise<string>((resolve) =>
       client.once('data', (chunk: Buffer) => resolve(String(chunk))),
@@ -513,5 +514,80 @@ describe('native pipe', () => {
     client.write('ping');
     expect(await echoed).toBe('ping');
     expect(await pipedCount(proxy.admin)).toBe(0);
+  });
+});
+
+describe('native accept', () => {
+  it('takes an upgrade whose head comes in pieces, with bytes right behind it, to the backend whole', async () => {
+    const seen: string[] = [];
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => {
+        seen.push(String(chunk));
+        socket.write(chunk);
+      });
+    });
+    const proxy = await proxyTo(backendPort);
+    const client = await connectRaw(proxy.port);
+    const got: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => got.push(chunk));
+    // The pipe reads until the head's empty line, however it is cut, and what follows the head in
+    // the same read is the tunnel's first bytes.
+    const cut = UPGRADE.length - 3;
+    client.write(UPGRADE.slice(0, 20));
+    await sleep(150);
+    client.write(UPGRADE.slice(20, cut));
+    await sleep(150);
+    client.write(`${UPGRADE.slice(cut)}early`);
+    await waitUntil(() => Buffer.concat(got).toString().endsWith('early'));
+    expect(Buffer.concat(got).toString()).toMatch(/^HTTP\/1\.1 101 /);
+    expect(seen.join('')).toBe('early');
+    expect(await pipedCount(proxy.admin)).toBe(1);
+  });
+
+  it('closes a connection that sends nothing within listen.keepAlive, and one that ends before its head', async () => {
+    const backendPort = await startUpgradeBackend(() => {});
+    const proxy = await proxyTo(backendPort, { listen: { keepAlive: '1s' } });
+    const before = socketCount(proxy.child.pid as number);
+    const silent = await connectRaw(proxy.port);
+    const started = Date.now();
+    const ended = readAll(silent);
+    const partial = await connectRaw(proxy.port);
+    const partialAnswer = readAll(partial);
+    partial.end('GET /rooms/r1 HTTP/1.1\r\nHost');
+    expect(await partialAnswer).toBe('');
+    expect(await ended).toBe('');
+    // The sweep runs every second: closed after one to two of them.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    expect(Date.now() - started).toBeLessThan(5000);
+    await waitForSocketCount(proxy.child.pid as number, before);
+  });
+
+  it('closes the connections whose head it still awaits on shutdown, and stops promptly', async () => {
+    const backendPort = await startUpgradeBackend(() => {});
+    const proxy = await proxyTo(backendPort);
+    const waiting = await connectRaw(proxy.port);
+    const answer = readAll(waiting);
+    waiting.write('GET /rooms/r1 HTTP/1.1\r\n');
+    await sleep(100);
+    const started = Date.now();
+    await proxy.stop();
+    expect(await answer).toBe('');
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it("accepts in Node with websocket.pipe 'js', and serves the same requests", async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    for (const pipe of ['native', 'js']) {
+      const proxy = await proxyTo(backendPort, { websocket: { pipe } });
+      expect(proxy.output()).toMatch(pipe === 'native' ? /"accept":"pipe"/ : /"accept":"node"/);
+      const client = await connectRaw(proxy.port);
+      const answer = readAll(client);
+      // A request with no room is answered by the proxy itself, before any backend.
+      client.end('GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      expect(await answer).toMatch(/^HTTP\/1\.1 400 [\s\S]*ROOMRING_E_NO_ROOM/);
+      await proxy.stop();
+    }
   });
 });

@@ -147,9 +147,18 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
     this.afterExecute(result, undefined);
   }
 
+  /** The head being read took too long before this connection came here: 408 now. */
+  timeOutHead(): void {
+    if (!this.gone && this.headTicks >= 0 && this.current === undefined)
+      this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
+  }
+
   // Socket events.
 
-  /** @internal Bytes from 'data' (a socket llhttp could not consume). */
+  /**
+   * @internal Bytes from 'data' (a socket llhttp could not consume), or those the native pipe
+   * read before it handed the connection over.
+   */
   data(data: Buffer): void {
     this.afterExecute(this.parser.execute(data), data);
   }

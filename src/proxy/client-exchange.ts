@@ -4,7 +4,7 @@
 
 import type { Socket } from 'node:net';
 import type { ErrorCode } from '../errors.js';
-import { isField } from './headers.js';
+import { isField, type Peer } from './headers.js';
 import { errorResponse, httpDate } from './reply.js';
 import type { ParsedHead } from './request-parser.js';
 import type { BodyFraming } from './response-reader.js';
@@ -36,7 +36,7 @@ export class ClientRequest {
 
   constructor(
     head: ParsedHead,
-    readonly socket: Socket,
+    readonly socket: Peer,
   ) {
     this.method = head.method;
     this.url = head.url;

@@ -2,13 +2,19 @@
 // named in Connection; X-Forwarded-For/-Proto/-Host are appended. Works on flat rawHeaders arrays
 // so names keep their case and no header object is built per request.
 
-import type { Socket } from 'node:net';
-import type { TLSSocket } from 'node:tls';
+/**
+ * Where a request came from: its client socket (a TLS one has `encrypted`), or what the native
+ * pipe reported of a connection it accepted.
+ */
+export interface Peer {
+  readonly remoteAddress?: string | undefined;
+  readonly encrypted?: boolean;
+}
 
 /** The parts of a request its forwarded headers come from (a ClientRequest or an IncomingMessage). */
 export interface ForwardedRequest {
   readonly rawHeaders: readonly string[];
-  readonly socket: Socket;
+  readonly socket: Peer;
 }
 
 /**
@@ -160,7 +166,7 @@ export function responseHeadersFor(raw: readonly string[]): string[] {
 
 /** `http` or `https`, for WebSocket upgrades too, as nginx's `$scheme` gives it. */
 function protocolOf(req: ForwardedRequest): string {
-  return (req.socket as TLSSocket).encrypted === true ? 'https' : 'http';
+  return req.socket.encrypted === true ? 'https' : 'http';
 }
 
 /** Serialises a request head for writing straight onto a backend socket (WebSocket upgrades). */

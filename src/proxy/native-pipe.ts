@@ -1,17 +1,20 @@
 // The native byte pipe (native/pipe.cc): forwards the bytes of plain-TCP WebSockets on a thread of
 // its own, without Node streams. A tunnel enters it in one of two ways: `adopt()` takes both
 // sockets of a tunnel whose backend has answered, `connect()` takes the client socket of an upgrade
-// and opens the backend connection itself, so that side never has a Node socket. Built by `npm
-// install` on Linux; where it was not built (another OS, no compiler) `nativePipe()` is undefined
-// and tunnels stay on Node sockets.
+// and opens the backend connection itself, so that side never has a Node socket. The pipe can also
+// accept the listener's connections (`listen()`): each comes to JavaScript as a descriptor with its
+// first request head, so an upgrade goes back to `connect()` without ever having a Node socket.
+// Built by `npm install` on Linux; where it was not built (another OS, no compiler) `nativePipe()`
+// is undefined, tunnels stay on Node sockets and Node accepts.
 
 import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net, { type Socket } from 'node:net';
 import os from 'node:os';
+import { Duplex } from 'node:stream';
 
 interface Binding {
-  start(onEvents: (events: number[]) => void): void;
+  start(onEvents: (events: number[], payloads: (Buffer | string)[]) => void): void;
   add(clientFd: number, upstreamFd: number, idleMs: number): number;
   connect(
     clientFd: number,
@@ -21,7 +24,11 @@ interface Binding {
     connectMs: number,
     answerMs: number,
     idleMs: number,
+    owned: boolean,
   ): number;
+  listen(fd: number, headMs: number, idleMs: number): number;
+  unlisten(id: number): void;
+  limits(id: number, headMs: number, idleMs: number): void;
   closeWith(id: number, toClient: Buffer, toUpstream: Buffer, graceMs: number): void;
   destroy(id: number): void;
 }
@@ -32,6 +39,8 @@ const CONNECTED = 1;
 const ANSWERED = 2;
 const CONNECT_FAILED = 3;
 const ANSWER_TIMED_OUT = 4;
+const INCOMING = 5;
+const INCOMING_LATE = 6;
 
 /** The code of a connect that did not finish within its time, as the JavaScript path names it. */
 export const PIPE_CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
@@ -60,6 +69,30 @@ export interface ConnectLimits {
   idleMs: number;
 }
 
+/** Limits of the connections a listener accepts, in ms; 0 for none. */
+export interface AcceptLimits {
+  /** From a connection's first byte to the end of its head; past it, the connection comes `late`. */
+  headMs: number;
+  /** Silence before the first byte; past it, the connection is closed. */
+  idleMs: number;
+}
+
+/** A connection the pipe accepted, with what it read: at least a whole head, unless `late`. */
+export interface Accepted {
+  /** The connection's descriptor, now JavaScript's: `connect()` it or make a socket of it. */
+  fd: number;
+  bytes: Buffer;
+  remoteAddress: string;
+  remotePort: number;
+  /** Its head did not end within `headMs`. */
+  late: boolean;
+}
+
+/** Whether a client is a descriptor the pipe accepted rather than a stream. */
+export function isAccepted(client: Duplex | Accepted): client is Accepted {
+  return !(client instanceof Duplex);
+}
+
 /** The pipe as tunnels use it. */
 export interface NativePipe {
   /**
@@ -74,13 +107,27 @@ export interface NativePipe {
    * it (no descriptor, bytes buffered in Node either way, a host that is not an IP literal).
    */
   connect(
-    client: Socket,
+    client: Socket | Accepted,
     ip: string,
     port: number,
     handshake: Buffer,
     limits: ConnectLimits,
     listener: ConnectListener,
   ): number | undefined;
+  /**
+   * Accepts the connections of `server`'s listening socket (on a copy of it), each reported to
+   * `onAccepted`: the caller then closes `server`, so Node stops accepting. Undefined when the
+   * server has no descriptor of its own (a cluster worker's).
+   */
+  listen(
+    server: net.Server,
+    limits: AcceptLimits,
+    onAccepted: (accepted: Accepted) => void,
+  ): number | undefined;
+  /** Stops accepting; connections whose head is still awaited are closed. */
+  unlisten(id: number): void;
+  /** New limits for a listener. */
+  limits(id: number, limits: AcceptLimits): void;
   /** Sends each side its last bytes, ends both, and closes when the client has ended or after `graceMs`. */
   closeWith(id: number, toClient: Buffer, toUpstream: Buffer, graceMs: number): void;
   /** Closes both sockets now. */
@@ -104,7 +151,8 @@ export function nativePipeMissing(): string | undefined {
   return missing;
 }
 
-type Listener = Partial<ConnectListener> & Pick<ConnectListener, 'closed'>;
+type Listener = Partial<ConnectListener> &
+  Pick<ConnectListener, 'closed'> & { accepted?: (accepted: Accepted) => void };
 
 function load(): NativePipe | null {
   if (process.platform !== 'linux') {
@@ -130,8 +178,9 @@ function load(): NativePipe | null {
     listeners.set(id, listener);
     alive ??= setInterval(() => {}, 1 << 30);
   };
-  binding.start((events) => {
+  binding.start((events, payloads) => {
     let failure: unknown;
+    let p = 0;
     for (let i = 0; i + 3 < events.length; i += 4) {
       const id = events[i] as number;
       const kind = events[i + 1] as number;
@@ -140,7 +189,13 @@ function load(): NativePipe | null {
       const listener = listeners.get(id);
       if (kind === CLOSED || kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT) listeners.delete(id);
       try {
-        if (kind === CLOSED) listener?.closed();
+        if (kind === INCOMING || kind === INCOMING_LATE) {
+          const bytes = payloads[p++] as Buffer;
+          const remoteAddress = payloads[p++] as string;
+          if (listener?.accepted === undefined) closeFd(b);
+          else
+            listener.accepted({ fd: b, bytes, remoteAddress, remotePort: a, late: kind === INCOMING_LATE });
+        } else if (kind === CLOSED) listener?.closed();
         else if (kind === CONNECTED) listener?.connected?.();
         else if (kind === ANSWERED) listener?.answered?.(a);
         else if (kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT) {
@@ -184,26 +239,57 @@ function load(): NativePipe | null {
       return id;
     },
     connect(client, ip, port, handshake, limits, listener) {
-      const fd = descriptorOf(client);
+      const owned = !(client instanceof net.Socket);
+      const fd = owned ? client.fd : descriptorOf(client);
       const address = ip.startsWith('[') ? ip.slice(1, -1) : ip;
       // Bytes Node has read would not reach the backend, nor those it has still to write the client.
       if (
         fd === undefined ||
-        client.readableLength > 0 ||
-        client.writableLength > 0 ||
+        (!owned && (client.readableLength > 0 || client.writableLength > 0)) ||
         net.isIP(address) === 0
       )
         return undefined;
       let id: number;
       try {
-        id = binding.connect(fd, address, port, handshake, limits.connectMs, limits.answerMs, limits.idleMs);
+        id = binding.connect(
+          fd,
+          address,
+          port,
+          handshake,
+          limits.connectMs,
+          limits.answerMs,
+          limits.idleMs,
+          owned,
+        );
       } catch {
         return undefined;
       }
       track(id, listener);
-      client.destroy();
+      if (!owned) client.destroy();
       return id;
     },
+    listen(server, limits, onAccepted) {
+      // `_handle` is the libuv TCP handle of a listening net.Server; a cluster worker's has no fd.
+      const fd = (server as net.Server & { _handle?: { fd?: number } | null })._handle?.fd;
+      if (typeof fd !== 'number' || fd < 0) return undefined;
+      let id: number;
+      try {
+        id = binding.listen(fd, limits.headMs, limits.idleMs);
+      } catch {
+        return undefined;
+      }
+      track(id, { accepted: onAccepted, closed: () => {} });
+      return id;
+    },
+    unlisten(id) {
+      binding.unlisten(id);
+      listeners.delete(id);
+      if (listeners.size === 0 && alive !== undefined) {
+        clearInterval(alive);
+        alive = undefined;
+      }
+    },
+    limits: (id, limits) => binding.limits(id, limits.headMs, limits.idleMs),
     closeWith: (id, toClient, toUpstream, graceMs) => binding.closeWith(id, toClient, toUpstream, graceMs),
     destroy: (id) => binding.destroy(id),
   };
@@ -219,17 +305,21 @@ function descriptorOf(socket: Socket): number | undefined {
   return typeof fd === 'number' && fd >= 0 && !socket.destroyed ? fd : undefined;
 }
 
-/** A Node socket for a client descriptor the pipe gave back; undefined (and closed) if none can be made. */
-function socketOf(fd: number): Socket | undefined {
+/** A Node socket for a descriptor the pipe handed over; undefined (and closed) if none can be made. */
+export function socketOf(fd: number): Socket | undefined {
   try {
     return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
   } catch {
-    try {
-      closeSync(fd);
-    } catch {
-      // Already closed.
-    }
+    closeFd(fd);
     return undefined;
+  }
+}
+
+function closeFd(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // Already closed.
   }
 }
 

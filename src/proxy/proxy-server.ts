@@ -1,6 +1,11 @@
 // The listener: finds each request's room, picks its backend from the current ring and hands the
 // request to the HTTP or WebSocket forwarder. Closes gracefully: in-flight HTTP finishes, every
 // tunnel gets a close frame.
+//
+// With the native pipe, Node binds the listening socket and the pipe accepts on it: a connection
+// comes here with its first head, an upgrade goes straight back to the pipe (no Node socket is
+// made for it), and any other connection gets a Node socket and a ClientConnection that starts
+// with the bytes the pipe read.
 
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Placer } from '../affinity/placement.js';
@@ -9,11 +14,20 @@ import { type ErrorCode, RoomringError } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
 import { compileRoomKey, type RoomKeyFn, type RoomSource } from '../room/room-key.js';
 import { ClientConnection, type ConnectionHandler } from './client-connection.js';
-import type { ClientExchange, ClientRequest } from './client-exchange.js';
+import { type ClientExchange, ClientRequest } from './client-exchange.js';
 import { ConnectionTracker } from './connections.js';
 import { type ForwardOptions, HttpForwarder } from './http-forward.js';
+import {
+  type Accepted,
+  type AcceptLimits,
+  isAccepted,
+  type NativePipe,
+  nativePipe,
+  socketOf,
+} from './native-pipe.js';
 import type { ProxyObserver } from './observer.js';
 import { destroyOnError, replyErrorOnSocket } from './reply.js';
+import { firstUpgrade } from './request-parser.js';
 import { WebSocketForwarder } from './ws-forward.js';
 import { CLOSE_GOING_AWAY } from './ws-frames.js';
 
@@ -32,7 +46,13 @@ export class ProxyServer implements ConnectionHandler {
   private onMissing: Config['room']['onMissing'];
   private keepAliveTicks: number;
   private headTicks: number;
+  private acceptLimits: AcceptLimits;
+  private readonly pipeMode: Config['websocket']['pipe'];
+  /** The native pipe's listener, when the pipe accepts the connections. */
+  private accepting: { pipe: NativePipe; id: number } | undefined;
   private closing = false;
+  /** On shutdown, once no client connection is left. */
+  private onIdle: (() => void) | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -46,6 +66,8 @@ export class ProxyServer implements ConnectionHandler {
     this.onMissing = config.room.onMissing;
     this.keepAliveTicks = Math.ceil(config.listen.keepAlive / SWEEP_MS);
     this.headTicks = Math.ceil(config.listen.headTimeout / SWEEP_MS);
+    this.acceptLimits = acceptLimitsOf(config);
+    this.pipeMode = config.websocket.pipe;
     const options = forwardOptions(config);
     this.http = new HttpForwarder(pool, options, observer);
     this.ws = new WebSocketForwarder(pool, this.tracker, options, observer);
@@ -71,19 +93,61 @@ export class ProxyServer implements ConnectionHandler {
     this.onMissing = config.room.onMissing;
     this.keepAliveTicks = Math.ceil(config.listen.keepAlive / SWEEP_MS);
     this.headTicks = Math.ceil(config.listen.headTimeout / SWEEP_MS);
+    this.acceptLimits = acceptLimitsOf(config);
+    if (this.accepting !== undefined) this.accepting.pipe.limits(this.accepting.id, this.acceptLimits);
     const options = forwardOptions(config);
     this.http.setOptions(options);
     this.ws.setOptions(options);
   }
 
-  listen(port: number, host: string): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
+  async listen(port: number, host: string): Promise<AddressInfo> {
+    const address = await new Promise<AddressInfo>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
         resolve(this.server.address() as AddressInfo);
       });
     });
+    this.acceptInPipe();
+    return address;
+  }
+
+  /** Whether the native pipe accepts the connections (else Node does). */
+  get acceptsInPipe(): boolean {
+    return this.accepting !== undefined;
+  }
+
+  /**
+   * Lets the native pipe accept on the listening socket, then closes Node's server: the pipe's
+   * copy of the descriptor keeps the socket listening. (A connection Node accepted meanwhile is
+   * served as any other.)
+   */
+  private acceptInPipe(): void {
+    const pipe = this.pipeMode === 'native' ? nativePipe() : undefined;
+    if (pipe === undefined) return;
+    const id = pipe.listen(this.server, this.acceptLimits, (accepted) => this.accepted(accepted));
+    if (id === undefined) return;
+    this.accepting = { pipe, id };
+    this.server.close();
+  }
+
+  /** A connection the pipe accepted, with its first head (unless it came late). */
+  private accepted(accepted: Accepted): void {
+    const upgrade = accepted.late ? undefined : firstUpgrade(accepted.bytes);
+    if (upgrade !== undefined && upgrade.head.method !== 'CONNECT') {
+      this.upgrade(
+        new ClientRequest(upgrade.head, accepted),
+        accepted,
+        accepted.bytes.subarray(upgrade.used),
+      );
+      return;
+    }
+    const socket = socketOf(accepted.fd);
+    if (socket === undefined) return;
+    const connection = new ClientConnection(socket, this);
+    this.connections.add(connection);
+    connection.data(accepted.bytes);
+    if (accepted.late) connection.timeOutHead();
   }
 
   get shuttingDown(): boolean {
@@ -144,29 +208,34 @@ export class ProxyServer implements ConnectionHandler {
     } else this.http.forward(exchange, target.room, target.backend);
   }
 
-  /** @internal ConnectionHandler: an upgrade request owns its socket from here. */
-  upgrade(req: ClientRequest, socket: Socket, head: Buffer): void {
-    socket.on('error', destroyOnError);
+  /**
+   * @internal ConnectionHandler: an upgrade request owns its client from here (a socket, or a
+   * descriptor the native pipe accepted).
+   */
+  upgrade(req: ClientRequest, client: Socket | Accepted, head: Buffer): void {
+    if (!isAccepted(client)) client.on('error', destroyOnError);
     if (this.closing) {
-      replyErrorOnSocket(socket, 'ROOMRING_E_SHUTTING_DOWN');
+      replyError(client, 'ROOMRING_E_SHUTTING_DOWN');
       return;
     }
     const target = this.target(req);
     if (target instanceof Promise)
-      target.then((t) => this.sendUpgrade(req, socket, head, t)).catch(() => socket.destroy());
-    else this.sendUpgrade(req, socket, head, target);
+      target.then((t) => this.sendUpgrade(req, client, head, t)).catch(() => drop(client));
+    else this.sendUpgrade(req, client, head, target);
   }
 
-  private sendUpgrade(req: ClientRequest, socket: Socket, head: Buffer, target: Target): void {
+  private sendUpgrade(req: ClientRequest, client: Socket | Accepted, head: Buffer, target: Target): void {
     if ('error' in target) {
       this.observer?.error(target.error);
-      replyErrorOnSocket(socket, target.error);
-    } else if (!socket.destroyed) this.ws.forward(req, socket, head, target.room, target.backend);
+      replyError(client, target.error);
+    } else if (isAccepted(client) || !client.destroyed)
+      this.ws.forward(req, client, head, target.room, target.backend);
   }
 
   /** @internal ConnectionHandler */
   closed(connection: ClientConnection): void {
     this.connections.delete(connection);
+    if (this.connections.size === 0) this.onIdle?.();
   }
 
   /** @internal ConnectionHandler: counted with the other error replies. */
@@ -183,7 +252,16 @@ export class ProxyServer implements ConnectionHandler {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.sweeper);
-    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const { accepting } = this;
+    accepting?.pipe.unlisten(accepting.id);
+    // Node's server closes once its connections have; those the pipe accepted are waited for here.
+    const serverClosed =
+      accepting === undefined
+        ? new Promise<void>((resolve) => this.server.close(() => resolve()))
+        : new Promise<void>((resolve) => {
+            this.onIdle = resolve;
+            if (this.connections.size === 0) resolve();
+          });
     // Tunnels in the native pipe are no longer the server's connections: they are waited for
     // apart, after the upgrades whose backend connection the pipe is still opening.
     const closed = serverClosed.then(() => this.ws.settled()).then(() => this.tracker.empty());
@@ -200,6 +278,24 @@ export class ProxyServer implements ConnectionHandler {
     for (const tunnel of this.tracker.all()) tunnel.destroy();
     this.http.close();
   }
+}
+
+/** Answers an upgrade's client with an error (making a socket of a descriptor first). */
+function replyError(client: Socket | Accepted, code: ErrorCode): void {
+  const socket = isAccepted(client) ? socketOf(client.fd) : client;
+  if (socket === undefined) return;
+  socket.on('error', destroyOnError);
+  replyErrorOnSocket(socket, code);
+}
+
+/** Closes an upgrade's client without an answer. */
+function drop(client: Socket | Accepted): void {
+  if (isAccepted(client)) socketOf(client.fd)?.destroy();
+  else client.destroy();
+}
+
+function acceptLimitsOf(config: Config): AcceptLimits {
+  return { headMs: config.listen.headTimeout, idleMs: config.listen.keepAlive };
 }
 
 function withBackend(backend: Backend | undefined, room: string | null): Target {

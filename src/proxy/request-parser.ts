@@ -297,6 +297,13 @@ export class RequestParser {
     return this.native.getCurrentBuffer();
   }
 
+  /** Starts afresh, for a new connection's bytes. */
+  restart(): void {
+    this.native.initialize(HTTPParser.REQUEST, RESOURCE, 0, HTTPParser.kLenientNone);
+    this.partialHeaders = undefined;
+    this.partialUrl = '';
+  }
+
   /** Parses `data`: the bytes used (fewer than given after a stopping head), or the error. */
   execute(data: Buffer): number | ParseError {
     return this.native.execute(data);
@@ -323,4 +330,42 @@ export class RequestParser {
       else native.close();
     });
   }
+}
+
+/** Reads the first head of a connection the native pipe accepted (see `firstUpgrade`). */
+class HeadProbe implements ParserEvents {
+  private found: ParsedHead | undefined;
+  private readonly parser = new RequestParser(this);
+
+  /** @internal ParserEvents: only the first head is wanted, and parsing stops after it. */
+  head(head: ParsedHead): boolean {
+    this.found = head;
+    return true;
+  }
+
+  executed(): void {}
+  begin(): void {}
+  body(): void {}
+  end(): void {}
+
+  read(bytes: Buffer): { head: ParsedHead; used: number } | undefined {
+    this.found = undefined;
+    this.parser.restart();
+    const used = this.parser.execute(bytes);
+    const head = this.found;
+    this.found = undefined;
+    return typeof used === 'number' && head !== undefined ? { head, used } : undefined;
+  }
+}
+
+let probe: HeadProbe | undefined;
+
+/**
+ * The first request in `bytes` when it is an upgrade whose head is complete and valid, with the
+ * number of bytes its head took (what follows belongs to the upgraded protocol); else undefined.
+ */
+export function firstUpgrade(bytes: Buffer): { head: ParsedHead; used: number } | undefined {
+  probe ??= new HeadProbe();
+  const read = probe.read(bytes);
+  return read?.head.upgrade === true ? read : undefined;
 }

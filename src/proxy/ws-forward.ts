@@ -5,7 +5,8 @@
 // With the native pipe, a plain-TCP backend given by IP address is connected to by the pipe
 // itself: the client socket goes there at once and no Node socket is made for the backend. A
 // connect that fails, or a backend that does not answer in time, gives the client back here, and
-// failover and error answers go on as on the JavaScript path.
+// failover and error answers go on as on the JavaScript path. A client the pipe accepted itself
+// comes as its descriptor, and has a Node socket only if it comes back or takes the JavaScript path.
 
 import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -16,7 +17,7 @@ import type { ConnectionTracker } from './connections.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHead, requestHeadersFor } from './headers.js';
 import type { ForwardOptions } from './http-forward.js';
-import { nativePipe } from './native-pipe.js';
+import { type Accepted, isAccepted, nativePipe, socketOf } from './native-pipe.js';
 import { type ProxyObserver, statusOfHead } from './observer.js';
 import { destroyOnError, isSocket, replyErrorOnSocket } from './reply.js';
 import { ByteTunnel, PipedTunnel, type PipeHandover } from './tunnel.js';
@@ -44,8 +45,15 @@ export class WebSocketForwarder {
     this.handover = this.handoverFor(options);
   }
 
-  forward(req: ClientRequest, socket: Duplex, head: Buffer, room: string | null, backend: Backend): void {
-    // The client's socket: a new one when the native pipe gives the client back.
+  forward(
+    req: ClientRequest,
+    socket: Duplex | Accepted,
+    head: Buffer,
+    room: string | null,
+    backend: Backend,
+  ): void {
+    // The client's socket: a new one when the native pipe gives the client back, or makes one of
+    // a descriptor it accepted.
     let client = socket;
     const handshake = requestHead(req.method, req.url, requestHeadersFor(req, true));
     const tried = new Set<string>();
@@ -56,8 +64,8 @@ export class WebSocketForwarder {
     };
     /** A connection to `target` failed with `code` before anything was sent: fail over, or answer. */
     const failed = (target: Backend, code: string): void => {
-      // A client already gone needs no answer.
-      if (client.destroyed) return;
+      // A client already gone needs no answer. (A descriptor the pipe accepted is a socket by now.)
+      if (isAccepted(client) || client.destroyed) return;
       if (CONNECT_ERRORS.has(code)) {
         this.pool.reportFailure(target);
         const next = tried.size <= this.options.retries ? nextBackend(this.pool, room, tried) : undefined;
@@ -82,23 +90,27 @@ export class WebSocketForwarder {
         } else failed(target, code);
       });
       if (inPipe) return;
+      const socket = isAccepted(client) ? socketOf(client.fd) : client;
+      if (socket === undefined) return;
+      if (socket !== client) socket.on('error', destroyOnError);
+      client = socket;
       const upstream = this.connect(target);
       pending = upstream;
-      client.on('error', onClientGone);
-      client.once('close', onClientGone);
+      socket.on('error', onClientGone);
+      socket.once('close', onClientGone);
       const connectEvent = target.tls ? 'secureConnect' : 'connect';
       const onError = (error: NodeJS.ErrnoException): void => {
         upstream.off(connectEvent, onConnect);
-        client.off('error', onClientGone);
-        client.off('close', onClientGone);
+        socket.off('error', onClientGone);
+        socket.off('close', onClientGone);
         failed(target, error.code ?? '');
       };
       // Once connected, the tunnel handles errors: no listener of this attempt stays behind.
       const onConnect = (): void => {
         upstream.off('error', onError);
-        client.off('error', onClientGone);
-        client.off('close', onClientGone);
-        this.open(client, upstream, head, handshake, room, target);
+        socket.off('error', onClientGone);
+        socket.off('close', onClientGone);
+        this.open(socket, upstream, head, handshake, room, target);
       };
       upstream.once(connectEvent, onConnect);
       upstream.once('error', onError);
@@ -113,7 +125,7 @@ export class WebSocketForwarder {
    * when the backend did not answer within `timeouts.response`.
    */
   private connectInPipe(
-    client: Duplex,
+    client: Duplex | Accepted,
     target: Backend,
     handshake: string,
     head: Buffer,
@@ -121,7 +133,7 @@ export class WebSocketForwarder {
     onBack: (code: string | undefined, client: Socket) => void,
   ): boolean {
     const pipe = this.handover?.pipe;
-    if (pipe === undefined || target.tls || !isSocket(client)) return false;
+    if (pipe === undefined || target.tls || !(isAccepted(client) || isSocket(client))) return false;
     const { connect, response, idle } = this.options.timeouts;
     const bytes = Buffer.from(handshake, 'latin1');
     let tunnel: PipedTunnel | undefined;
