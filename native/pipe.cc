@@ -90,6 +90,7 @@ struct End : Watched {
   Tunnel* tunnel = nullptr;
   int side = 0;
   int fd = -1;          // -1 once closed
+  bool own = false;      // no other descriptor shares the socket: closing it also leaves epoll
   bool watched = false;  // registered in epoll
   std::string pending;   // bytes read from the peer that this socket has not taken yet
   size_t offset = 0;
@@ -204,7 +205,7 @@ class Pipe {
     epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
     napi_value name;
     napi_create_string_utf8(env, "roomring pipe events", NAPI_AUTO_LENGTH, &name);
-    napi_create_threadsafe_function(env, onClosed, nullptr, name, 0, 1, nullptr, nullptr, nullptr, CallJs,
+    napi_create_threadsafe_function(env, onClosed, nullptr, name, 0, 1, nullptr, nullptr, this, CallJs,
                                     &closed_);
     // The pipe does not keep the process alive by itself: JavaScript holds a handle while tunnels
     // are open (native-pipe.ts).
@@ -262,8 +263,13 @@ class Pipe {
       first = commands_.empty();
       commands_.push_back(std::move(command));
     }
-    // Commands queued behind the first are taken with it: one wake-up.
-    if (first) Wake();
+    // Commands queued behind the first are taken with it: one wake-up. Inside the events callback
+    // it waits for the callback's end, so the commands it gives (a connect per accepted upgrade)
+    // wake the pipe thread once.
+    if (first) {
+      if (inCallback_) wakeAfterCallback_ = true;
+      else Wake();
+    }
     return true;
   }
 
@@ -274,8 +280,9 @@ class Pipe {
    * Calls JavaScript with the events as one flat array (id, kind, a, b for each) and, for each
    * accepted connection among them in turn, its bytes (a Buffer) and its peer's address.
    */
-  static void CallJs(napi_env env, napi_value callback, void*, void* data) {
+  static void CallJs(napi_env env, napi_value callback, void* context, void* data) {
     auto* events = static_cast<std::vector<Event>*>(data);
+    auto* pipe = static_cast<Pipe*>(context);
     if (env == nullptr || callback == nullptr) {
       DropEvents(events);
       return;
@@ -307,7 +314,13 @@ class Pipe {
     napi_value undefined;
     napi_get_undefined(env, &undefined);
     napi_value argv[2] = {array, payloads};
+    pipe->inCallback_ = true;
     napi_call_function(env, undefined, callback, 2, argv, nullptr);
+    pipe->inCallback_ = false;
+    if (pipe->wakeAfterCallback_) {
+      pipe->wakeAfterCallback_ = false;
+      pipe->Wake();
+    }
   }
 
   /** Events that will never reach JavaScript: the sockets they hand over are closed. */
@@ -442,7 +455,7 @@ class Pipe {
         bool added = true;
         for (End& end : t->ends) {
           struct epoll_event ev = {};
-          ev.data.ptr = &end;
+          ev.data.ptr = static_cast<Watched*>(&end);
           end.watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, end.fd, &ev) == 0;
           added = added && end.watched;
         }
@@ -478,43 +491,67 @@ class Pipe {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     upstream.fd = fd;
+    upstream.own = true;
     if (connect(fd, reinterpret_cast<struct sockaddr*>(&t->address), t->addressLength) < 0 &&
         errno != EINPROGRESS) {
       HandBack(t, kConnectFailed, errno);
       return;
     }
+    t->connecting = true;
+    timed_.insert(t);
+    // On loopback the TCP handshake is done within connect(): the request goes out at once,
+    // without a round through epoll. Elsewhere that would mostly be a send refused with EAGAIN.
+    if (IsLoopback(t->address) && SendHandshake(t)) return;
     struct epoll_event ev = {};
     ev.events = EPOLLOUT;
-    ev.data.ptr = &upstream;
+    ev.data.ptr = static_cast<Watched*>(&upstream);
     if (epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) != 0) {
       HandBack(t, kConnectFailed, errno);
       return;
     }
     upstream.watched = true;
     upstream.events = EPOLLOUT;
-    t->connecting = true;
-    timed_.insert(t);
   }
 
-  /** The backend connection of a connecting tunnel is writable: open, or failed. */
-  void Connected(Tunnel* t) {
-    End& upstream = t->ends[kUpstream];
-    int error = 0;
-    socklen_t length = sizeof error;
-    if (getsockopt(upstream.fd, SOL_SOCKET, SO_ERROR, &error, &length) < 0) error = errno;
-    if (error != 0) {
-      HandBack(t, kConnectFailed, error);
-      return;
+  static bool IsLoopback(const struct sockaddr_storage& address) {
+    if (address.ss_family == AF_INET) {
+      const auto* v4 = reinterpret_cast<const struct sockaddr_in*>(&address);
+      return (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
     }
+    const auto* v6 = reinterpret_cast<const struct sockaddr_in6*>(&address);
+    return IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
+  }
+
+  /**
+   * Sends the handshake on a connecting backend socket, which tells whether the connect is done:
+   * sent (the tunnel is open), refused with the connect's error (the client goes back), or
+   * refused with EAGAIN while the connect is in progress (false: wait for epoll).
+   */
+  bool SendHandshake(Tunnel* t) {
+    End& upstream = t->ends[kUpstream];
+    ssize_t sent = send(upstream.fd, upstream.pending.data(), upstream.pending.size(), MSG_NOSIGNAL);
+    if (sent < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return false;
+      HandBack(t, kConnectFailed, errno);
+      return true;
+    }
+    upstream.offset = static_cast<size_t>(sent);
     t->connecting = false;
     t->lastActive = now_;
     if (t->answerMs > 0) t->answerDeadline = now_ + t->answerMs;
     else timed_.erase(t);
     Report(t->id, kConnected);
-    // The handshake goes out now; the client is read from here on.
-    if (!Flush(&upstream)) return;
+    // The client is read from here on; what is left of the handshake is written first.
+    if (upstream.offset == upstream.pending.size()) {
+      upstream.pending.clear();
+      upstream.offset = 0;
+    }
     Update(t);
+    return true;
   }
+
+  /** The backend connection of a connecting tunnel is writable or failed: the handshake says which. */
+  void Connected(Tunnel* t) { SendHandshake(t); }
 
   /** The backend's first bytes: their status line is reported, and the answer deadline is over. */
   void Answered(Tunnel* t, const char* data, size_t length) {
@@ -588,8 +625,7 @@ class Pipe {
         }
         return;
       }
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      // TCP_NODELAY comes from the listening socket (Linux copies it to accepted ones).
       auto* in = new Incoming();
       in->listener = l;
       in->fd = fd;
@@ -875,13 +911,13 @@ class Pipe {
         if (want == 0) continue;
         struct epoll_event ev = {};
         ev.events = want;
-        ev.data.ptr = &end;
+        ev.data.ptr = static_cast<Watched*>(&end);
         end.watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, end.fd, &ev) == 0;
         end.events = want;
       } else if (want != end.events) {
         struct epoll_event ev = {};
         ev.events = want;
-        ev.data.ptr = &end;
+        ev.data.ptr = static_cast<Watched*>(&end);
         epoll_ctl(epoll_, EPOLL_CTL_MOD, end.fd, &ev);
         end.events = want;
       }
@@ -897,6 +933,11 @@ class Pipe {
 
   void CloseFd(End* end) {
     if (end->fd < 0) return;
+    // A socket the pipe alone holds leaves epoll with its close; a copy of Node's is taken out.
+    if (end->own) {
+      end->watched = false;
+      end->events = 0;
+    }
     Unwatch(end);
     close(end->fd);
     end->fd = -1;
@@ -956,6 +997,9 @@ class Pipe {
   std::atomic<bool> stop_{false};
   std::atomic<bool> broken_{false};
   uint64_t lastId_ = 0;
+  // Main thread only: the events callback is running, and a command it queued awaits a wake-up.
+  bool inCallback_ = false;
+  bool wakeAfterCallback_ = false;
   // Owned by the pipe thread.
   std::unordered_map<uint64_t, Tunnel*> tunnels_;
   std::vector<Tunnel*> graveyard_;
@@ -1121,6 +1165,7 @@ napi_value Connect(napi_env env, napi_callback_info info) {
     return Throw(env, "a socket could not be duplicated");
   }
   t->ends[kClient].fd = copy;
+  t->ends[kClient].own = owned;
   t->ends[kUpstream].pending = Bytes(env, argv[3]);
   t->answered = false;
   int64_t connectMs = Int(env, argv[4]);
@@ -1145,6 +1190,9 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   // accept4 must not block the pipe thread: the copy shares the socket's O_NONBLOCK, set here in
   // case the socket came without it.
   fcntl(copy, F_SETFL, fcntl(copy, F_GETFL) | O_NONBLOCK);
+  // Accepted sockets inherit it (as Node sets it on each of its own), one call fewer per connection.
+  int one = 1;
+  setsockopt(copy, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   auto* l = new Listener();
   l->id = pipe->NextId();
   l->fd = copy;
