@@ -278,7 +278,8 @@ class Pipe {
  private:
   /**
    * Calls JavaScript with the events as one flat array (id, kind, a, b for each) and, for each
-   * accepted connection among them in turn, its bytes (a Buffer) and its peer's address.
+   * accepted connection among them in turn, its peer's address and the length of its bytes, which
+   * follow one another in one Buffer (one allocation per batch rather than per connection).
    */
   static void CallJs(napi_env env, napi_value callback, void* context, void* data) {
     auto* events = static_cast<std::vector<Event>*>(data);
@@ -293,6 +294,12 @@ class Pipe {
     napi_create_array(env, &payloads);
     uint32_t i = 0;
     uint32_t p = 0;
+    size_t total = 0;
+    for (const Event& e : *events) total += e.bytes.size();
+    napi_value all;
+    char* into = nullptr;
+    if (total > 0) napi_create_buffer(env, total, reinterpret_cast<void**>(&into), &all);
+    else napi_get_undefined(env, &all);
     for (const Event& e : *events) {
       const double fields[4] = {static_cast<double>(e.id), static_cast<double>(e.kind), static_cast<double>(e.a),
                                 static_cast<double>(e.b)};
@@ -302,20 +309,24 @@ class Pipe {
         napi_set_element(env, array, i++, value);
       }
       if (e.kind == kIncoming || e.kind == kIncomingLate) {
-        napi_value bytes;
         napi_value ip;
-        napi_create_buffer_copy(env, e.bytes.size(), e.bytes.data(), nullptr, &bytes);
+        napi_value length;
         napi_create_string_latin1(env, e.ip.data(), e.ip.size(), &ip);
-        napi_set_element(env, payloads, p++, bytes);
+        napi_create_uint32(env, static_cast<uint32_t>(e.bytes.size()), &length);
         napi_set_element(env, payloads, p++, ip);
+        napi_set_element(env, payloads, p++, length);
+        if (into != nullptr) {
+          memcpy(into, e.bytes.data(), e.bytes.size());
+          into += e.bytes.size();
+        }
       }
     }
     delete events;
     napi_value undefined;
     napi_get_undefined(env, &undefined);
-    napi_value argv[2] = {array, payloads};
+    napi_value argv[3] = {array, payloads, all};
     pipe->inCallback_ = true;
-    napi_call_function(env, undefined, callback, 2, argv, nullptr);
+    napi_call_function(env, undefined, callback, 3, argv, nullptr);
     pipe->inCallback_ = false;
     if (pipe->wakeAfterCallback_) {
       pipe->wakeAfterCallback_ = false;

@@ -14,7 +14,7 @@ import os from 'node:os';
 import { Duplex } from 'node:stream';
 
 interface Binding {
-  start(onEvents: (events: number[], payloads: (Buffer | string)[]) => void): void;
+  start(onEvents: (events: number[], payloads: (string | number)[], bytes: Buffer | undefined) => void): void;
   add(clientFd: number, upstreamFd: number, idleMs: number): number;
   connect(
     clientFd: number,
@@ -178,9 +178,10 @@ function load(): NativePipe | null {
     listeners.set(id, listener);
     alive ??= setInterval(() => {}, 1 << 30);
   };
-  binding.start((events, payloads) => {
+  binding.start((events, payloads, all) => {
     let failure: unknown;
     let p = 0;
+    let offset = 0;
     for (let i = 0; i + 3 < events.length; i += 4) {
       const id = events[i] as number;
       const kind = events[i + 1] as number;
@@ -190,8 +191,10 @@ function load(): NativePipe | null {
       if (kind === CLOSED || kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT) listeners.delete(id);
       try {
         if (kind === INCOMING || kind === INCOMING_LATE) {
-          const bytes = payloads[p++] as Buffer;
           const remoteAddress = payloads[p++] as string;
+          const length = payloads[p++] as number;
+          const bytes = all === undefined ? Buffer.alloc(0) : all.subarray(offset, offset + length);
+          offset += length;
           if (listener?.accepted === undefined) closeFd(b);
           else
             listener.accepted({ fd: b, bytes, remoteAddress, remotePort: a, late: kind === INCOMING_LATE });
