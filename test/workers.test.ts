@@ -30,6 +30,8 @@ describe('workers', () => {
     );
     const admin = `http://127.0.0.1:${adminPort}`;
     await waitUntil(() => /with 2 workers/.test(proxy.output()));
+    // A worker's listening socket is the primary's (node:cluster hands connections over): Node accepts.
+    expect(proxy.output().match(/"event":"start".*"accept":"node"/g)).toHaveLength(2);
     const ws = proxy.url.replace('http', 'ws');
     const sockets = [];
     const servers = new Map<string, Set<string>>();

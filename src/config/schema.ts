@@ -297,7 +297,7 @@ export const configSchema = z
           .enum(['native', 'js'])
           .default('native')
           .describe(
-            "'native': a native thread forwards plain-TCP WebSockets and connects to backends given by IP address (Linux, built by npm install; else as 'js'); 'js': Node sockets do",
+            "'native': a native thread accepts clients, forwards plain-TCP WebSockets and connects to backends given by IP address (Linux, built by npm install; else as 'js'); 'js': Node sockets do",
           ),
       })
       .prefault({})
