@@ -90,7 +90,6 @@ struct End : Watched {
   Tunnel* tunnel = nullptr;
   int side = 0;
   int fd = -1;          // -1 once closed
-  bool own = false;      // no other descriptor shares the socket: closing it also leaves epoll
   bool watched = false;  // registered in epoll
   std::string pending;   // bytes read from the peer that this socket has not taken yet
   size_t offset = 0;
@@ -134,7 +133,7 @@ struct Listener : Watched {
   bool watched = false;
   int64_t restUntil = 0;  // out of descriptors: not watched until then
   int64_t headMs = 0;     // time from a connection's first byte to the end of its head (0: none)
-  int64_t idleMs = 0;     // time a connection may stay silent before its first byte (0: none)
+  int64_t idleMs = 0;     // time a connection may stay silent before its first byte
   bool dead = false;
 };
 
@@ -163,6 +162,8 @@ enum EventKind : int {
   // kIncomingLate: the head was not complete within the listener's head time.
   kIncoming = 5,
   kIncomingLate = 6,
+  // The pipe thread stopped: b is the listening socket, still listening, JavaScript's again.
+  kListenerBack = 7,
 };
 
 struct Event {
@@ -176,7 +177,8 @@ struct Event {
 
 /** Whether an event hands a descriptor to JavaScript (in b). */
 bool HandsFd(int kind) {
-  return kind == kConnectFailed || kind == kAnswerTimedOut || kind == kIncoming || kind == kIncomingLate;
+  return kind == kConnectFailed || kind == kAnswerTimedOut || kind == kIncoming || kind == kIncomingLate ||
+         kind == kListenerBack;
 }
 
 enum class CommandKind { kAdd, kConnect, kCloseWith, kDestroy, kListen, kUnlisten, kLimits };
@@ -385,9 +387,10 @@ class Pipe {
         std::vector<Tunnel*> all;
         for (auto& entry : tunnels_) all.push_back(entry.second);
         for (Tunnel* t : all) Close(t);
+        // The listening sockets go back to JavaScript, open, for Node to accept on again.
         std::vector<uint64_t> listening;
         for (auto& entry : listeners_) listening.push_back(entry.first);
-        for (uint64_t id : listening) Unlisten(id);
+        for (uint64_t id : listening) Unlisten(id, true);
         Bury();
         return;
       }
@@ -502,7 +505,6 @@ class Pipe {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     upstream.fd = fd;
-    upstream.own = true;
     if (connect(fd, reinterpret_cast<struct sockaddr*>(&t->address), t->addressLength) < 0 &&
         errno != EINPROGRESS) {
       HandBack(t, kConnectFailed, errno);
@@ -640,7 +642,8 @@ class Pipe {
       auto* in = new Incoming();
       in->listener = l;
       in->fd = fd;
-      in->deadline = l->idleMs > 0 ? now_ + l->idleMs : 0;
+      // As on Node's side, a keep-alive time of 0 closes a silent connection at the next sweep.
+      in->deadline = now_ + l->idleMs;
       char text[INET6_ADDRSTRLEN] = "";
       if (address.ss_family == AF_INET) {
         auto* v4 = reinterpret_cast<struct sockaddr_in*>(&address);
@@ -727,8 +730,12 @@ class Pipe {
     deadIncomings_.push_back(in);
   }
 
-  /** Stops accepting on a listener; the connections it has not handed over yet are closed. */
-  void Unlisten(uint64_t id) {
+  /**
+   * Stops accepting on a listener; the connections it has not handed over yet are closed. Its
+   * socket is closed and the listener reported closed, or, when `handBack`, reported with the
+   * socket, still listening, as JavaScript's again.
+   */
+  void Unlisten(uint64_t id, bool handBack = false) {
     auto found = listeners_.find(id);
     if (found == listeners_.end()) return;
     Listener* l = found->second;
@@ -739,7 +746,13 @@ class Pipe {
     }
     for (Incoming* in : own) DropIncoming(in);
     if (l->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, l->fd, nullptr);
-    close(l->fd);
+    l->watched = false;
+    if (handBack) {
+      Report(l->id, kListenerBack, 0, l->fd);
+    } else {
+      close(l->fd);
+      Report(l->id, kClosed);
+    }
     l->fd = -1;
     l->dead = true;
     deadListeners_.push_back(l);
@@ -944,11 +957,8 @@ class Pipe {
 
   void CloseFd(End* end) {
     if (end->fd < 0) return;
-    // A socket the pipe alone holds leaves epoll with its close; a copy of Node's is taken out.
-    if (end->own) {
-      end->watched = false;
-      end->events = 0;
-    }
+    // Taken out of epoll even when the pipe alone holds the socket: a child process forked
+    // meanwhile (and not yet exec'd) would hold it too, and keep its registration alive.
     Unwatch(end);
     close(end->fd);
     end->fd = -1;
@@ -1176,7 +1186,6 @@ napi_value Connect(napi_env env, napi_callback_info info) {
     return Throw(env, "a socket could not be duplicated");
   }
   t->ends[kClient].fd = copy;
-  t->ends[kClient].own = owned;
   t->ends[kUpstream].pending = Bytes(env, argv[3]);
   t->answered = false;
   int64_t connectMs = Int(env, argv[4]);
@@ -1224,7 +1233,10 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/** unlisten(id): stops accepting; connections whose head is still awaited are closed. */
+/**
+ * unlisten(id): stops accepting; connections whose head is still awaited are closed, and the
+ * listener is reported closed once events it reported before have gone out.
+ */
 napi_value Unlisten(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   Pipe* pipe = PipeOf(env);
@@ -1236,7 +1248,10 @@ napi_value Unlisten(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-/** limits(id, headMs, idleMs): new time limits for the listener's connections accepted from now on. */
+/**
+ * limits(id, headMs, idleMs): new time limits for the listener's connections: the silence limit
+ * for those accepted from now on, the head limit for heads begun from now on.
+ */
 napi_value Limits(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   Pipe* pipe = PipeOf(env);

@@ -249,6 +249,26 @@ describe('native pipe', () => {
     expect(await proxy.exited).toBe(0);
   });
 
+  it('waits on shutdown for an upgrade that Node is connecting (a TLS backend), accepted by the pipe', async () => {
+    const stuck = await stuckBackend();
+    const adminPort = await freePort();
+    const proxy = await startProxy({
+      backends: [{ id: 'b1', url: `https://127.0.0.1:${stuck}` }],
+      admin: { port: adminPort },
+      timeouts: { connect: '1500ms' },
+    });
+    expect(proxy.output()).toMatch(/"accept":"pipe"/);
+    const client = await connectRaw(proxy.port);
+    const answer = readAll(client);
+    client.write(UPGRADE);
+    await sleep(300);
+    proxy.child.kill('SIGTERM');
+    const text = await answer;
+    expect(text).toMatch(/^HTTP\/1\.1 504 /);
+    expect(text).toContain('ROOMRING_E_BACKEND_TIMEOUT');
+    expect(await proxy.exited).toBe(0);
+  });
+
   it('ends the client of a backend that closes before answering, with no timeout answer', async () => {
     const server = net.createServer({ allowHalfOpen: true }, (socket) => {
       socket.on('error', () => socket.destroy());
@@ -560,6 +580,13 @@ describe('native accept', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
     expect(Date.now() - started).toBeLessThan(5000);
     await waitForSocketCount(proxy.child.pid as number, before);
+
+    // keepAlive 0, as on Node's side: closed at the next sweep, not kept for ever.
+    const eager = await proxyTo(backendPort, { listen: { keepAlive: '0s' } });
+    const quiet = await connectRaw(eager.port);
+    const closedAt = Date.now();
+    expect(await readAll(quiet)).toBe('');
+    expect(Date.now() - closedAt).toBeLessThan(3000);
   });
 
   it('closes the connections whose head it still awaits on shutdown, and stops promptly', async () => {

@@ -41,6 +41,7 @@ const CONNECT_FAILED = 3;
 const ANSWER_TIMED_OUT = 4;
 const INCOMING = 5;
 const INCOMING_LATE = 6;
+const LISTENER_BACK = 7;
 
 /** The code of a connect that did not finish within its time, as the JavaScript path names it. */
 export const PIPE_CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
@@ -79,13 +80,23 @@ export interface AcceptLimits {
 
 /** A connection the pipe accepted, with what it read: at least a whole head, unless `late`. */
 export interface Accepted {
-  /** The connection's descriptor, now JavaScript's: `connect()` it or make a socket of it. */
+  /**
+   * The connection's descriptor, now JavaScript's: `connect()` it or make a socket of it with
+   * `socketOf()`; either sets it to -1, so that it has one owner only.
+   */
   fd: number;
   bytes: Buffer;
   remoteAddress: string;
   remotePort: number;
   /** Its head did not end within `headMs`. */
   late: boolean;
+}
+
+/** What a listener hears from the pipe. */
+export interface AcceptListener {
+  accepted(accepted: Accepted): void;
+  /** The pipe thread stopped: `fd` is the listening socket, still listening, to accept on again. */
+  back(fd: number): void;
 }
 
 /** Whether a client is a descriptor the pipe accepted rather than a stream. */
@@ -116,15 +127,14 @@ export interface NativePipe {
   ): number | undefined;
   /**
    * Accepts the connections of `server`'s listening socket (on a copy of it), each reported to
-   * `onAccepted`: the caller then closes `server`, so Node stops accepting. Undefined when the
+   * the listener: the caller then closes `server`, so Node stops accepting. Undefined when the
    * server has no descriptor of its own (a cluster worker's).
    */
-  listen(
-    server: net.Server,
-    limits: AcceptLimits,
-    onAccepted: (accepted: Accepted) => void,
-  ): number | undefined;
-  /** Stops accepting; connections whose head is still awaited are closed. */
+  listen(server: net.Server, limits: AcceptLimits, listener: AcceptListener): number | undefined;
+  /**
+   * Stops accepting; connections whose head is still awaited are closed, and those reported
+   * before still reach the listener.
+   */
   unlisten(id: number): void;
   /** New limits for a listener. */
   limits(id: number, limits: AcceptLimits): void;
@@ -151,8 +161,7 @@ export function nativePipeMissing(): string | undefined {
   return missing;
 }
 
-type Listener = Partial<ConnectListener> &
-  Pick<ConnectListener, 'closed'> & { accepted?: (accepted: Accepted) => void };
+type Listener = Partial<ConnectListener> & Pick<ConnectListener, 'closed'> & Partial<AcceptListener>;
 
 function load(): NativePipe | null {
   if (process.platform !== 'linux') {
@@ -188,7 +197,8 @@ function load(): NativePipe | null {
       const a = events[i + 2] as number;
       const b = events[i + 3] as number;
       const listener = listeners.get(id);
-      if (kind === CLOSED || kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT) listeners.delete(id);
+      if (kind === CLOSED || kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT || kind === LISTENER_BACK)
+        listeners.delete(id);
       try {
         if (kind === INCOMING || kind === INCOMING_LATE) {
           const remoteAddress = payloads[p++] as string;
@@ -198,6 +208,9 @@ function load(): NativePipe | null {
           if (listener?.accepted === undefined) closeFd(b);
           else
             listener.accepted({ fd: b, bytes, remoteAddress, remotePort: a, late: kind === INCOMING_LATE });
+        } else if (kind === LISTENER_BACK) {
+          if (listener?.back === undefined) closeFd(b);
+          else listener.back(b);
         } else if (kind === CLOSED) listener?.closed();
         else if (kind === CONNECTED) listener?.connected?.();
         else if (kind === ANSWERED) listener?.answered?.(a);
@@ -243,7 +256,7 @@ function load(): NativePipe | null {
     },
     connect(client, ip, port, handshake, limits, listener) {
       const owned = !(client instanceof net.Socket);
-      const fd = owned ? client.fd : descriptorOf(client);
+      const fd = owned ? (client.fd >= 0 ? client.fd : undefined) : descriptorOf(client);
       const address = ip.startsWith('[') ? ip.slice(1, -1) : ip;
       // Bytes Node has read would not reach the backend, nor those it has still to write the client.
       if (
@@ -268,10 +281,11 @@ function load(): NativePipe | null {
         return undefined;
       }
       track(id, listener);
-      if (!owned) client.destroy();
+      if (owned) client.fd = -1;
+      else client.destroy();
       return id;
     },
-    listen(server, limits, onAccepted) {
+    listen(server, limits, listener) {
       // `_handle` is the libuv TCP handle of a listening net.Server; a cluster worker's has no fd.
       const fd = (server as net.Server & { _handle?: { fd?: number } | null })._handle?.fd;
       if (typeof fd !== 'number' || fd < 0) return undefined;
@@ -281,17 +295,15 @@ function load(): NativePipe | null {
       } catch {
         return undefined;
       }
-      track(id, { accepted: onAccepted, closed: () => {} });
+      track(id, {
+        accepted: (accepted) => listener.accepted(accepted),
+        back: (back) => listener.back(back),
+        closed: () => {},
+      });
       return id;
     },
-    unlisten(id) {
-      binding.unlisten(id);
-      listeners.delete(id);
-      if (listeners.size === 0 && alive !== undefined) {
-        clearInterval(alive);
-        alive = undefined;
-      }
-    },
+    // The listener is forgotten when the pipe reports it closed, after what it reported before.
+    unlisten: (id) => binding.unlisten(id),
     limits: (id, limits) => binding.limits(id, limits.headMs, limits.idleMs),
     closeWith: (id, toClient, toUpstream, graceMs) => binding.closeWith(id, toClient, toUpstream, graceMs),
     destroy: (id) => binding.destroy(id),
@@ -308,8 +320,14 @@ function descriptorOf(socket: Socket): number | undefined {
   return typeof fd === 'number' && fd >= 0 && !socket.destroyed ? fd : undefined;
 }
 
-/** A Node socket for a descriptor the pipe handed over; undefined (and closed) if none can be made. */
-export function socketOf(fd: number): Socket | undefined {
+/**
+ * A Node socket for a descriptor the pipe handed over (an accepted connection's, which is then
+ * the socket's); undefined (and closed) if none can be made, or if the descriptor has an owner.
+ */
+export function socketOf(from: number | Accepted): Socket | undefined {
+  const fd = typeof from === 'number' ? from : from.fd;
+  if (typeof from !== 'number') from.fd = -1;
+  if (fd < 0) return undefined;
   try {
     return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
   } catch {

@@ -53,6 +53,9 @@ export class ProxyServer implements ConnectionHandler {
   private closing = false;
   /** On shutdown, once no client connection is left. */
   private onIdle: (() => void) | undefined;
+  /** Upgrades whose backend is being chosen (a lease claim), and who waits for none. */
+  private placing = 0;
+  private onPlaced: (() => void) | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -125,7 +128,14 @@ export class ProxyServer implements ConnectionHandler {
   private acceptInPipe(): void {
     const pipe = this.pipeMode === 'native' ? nativePipe() : undefined;
     if (pipe === undefined) return;
-    const id = pipe.listen(this.server, this.acceptLimits, (accepted) => this.accepted(accepted));
+    const id = pipe.listen(this.server, this.acceptLimits, {
+      accepted: (accepted) => this.accepted(accepted),
+      // The pipe thread stopped (its epoll failed): Node accepts on the socket again.
+      back: (fd) => {
+        this.accepting = undefined;
+        if (!this.closing) this.server.listen({ fd });
+      },
+    });
     if (id === undefined) return;
     this.accepting = { pipe, id };
     this.server.close();
@@ -133,21 +143,24 @@ export class ProxyServer implements ConnectionHandler {
 
   /** A connection the pipe accepted, with its first head (unless it came late). */
   private accepted(accepted: Accepted): void {
-    const upgrade = accepted.late ? undefined : firstUpgrade(accepted.bytes);
-    if (upgrade !== undefined && upgrade.head.method !== 'CONNECT') {
-      this.upgrade(
-        new ClientRequest(upgrade.head, accepted),
-        accepted,
-        accepted.bytes.subarray(upgrade.used),
-      );
-      return;
+    try {
+      const upgrade = accepted.late ? undefined : firstUpgrade(accepted.bytes);
+      if (upgrade !== undefined && upgrade.head.method !== 'CONNECT') {
+        const req = new ClientRequest(upgrade.head, accepted);
+        this.upgrade(req, accepted, accepted.bytes.subarray(upgrade.used));
+        return;
+      }
+      const socket = socketOf(accepted);
+      if (socket === undefined) return;
+      const connection = new ClientConnection(socket, this);
+      this.connections.add(connection);
+      connection.data(accepted.bytes);
+      if (accepted.late) connection.timeOutHead();
+    } catch (error) {
+      // A descriptor nobody took is closed, not leaked.
+      socketOf(accepted)?.destroy();
+      throw error;
     }
-    const socket = socketOf(accepted.fd);
-    if (socket === undefined) return;
-    const connection = new ClientConnection(socket, this);
-    this.connections.add(connection);
-    connection.data(accepted.bytes);
-    if (accepted.late) connection.timeOutHead();
   }
 
   get shuttingDown(): boolean {
@@ -219,12 +232,23 @@ export class ProxyServer implements ConnectionHandler {
       return;
     }
     const target = this.target(req);
-    if (target instanceof Promise)
-      target.then((t) => this.sendUpgrade(req, client, head, t)).catch(() => drop(client));
-    else this.sendUpgrade(req, client, head, target);
+    if (target instanceof Promise) {
+      // Shutdown waits for the upgrades whose backend is still being chosen.
+      this.placing++;
+      target
+        .then((t) => this.sendUpgrade(req, client, head, t))
+        .catch(() => drop(client))
+        .finally(() => {
+          if (--this.placing === 0) this.onPlaced?.();
+        });
+    } else this.sendUpgrade(req, client, head, target);
   }
 
   private sendUpgrade(req: ClientRequest, client: Socket | Accepted, head: Buffer, target: Target): void {
+    if (this.closing) {
+      replyError(client, 'ROOMRING_E_SHUTTING_DOWN');
+      return;
+    }
     if ('error' in target) {
       this.observer?.error(target.error);
       replyError(client, target.error);
@@ -264,7 +288,14 @@ export class ProxyServer implements ConnectionHandler {
           });
     // Tunnels in the native pipe are no longer the server's connections: they are waited for
     // apart, after the upgrades whose backend connection the pipe is still opening.
-    const closed = serverClosed.then(() => this.ws.settled()).then(() => this.tracker.empty());
+    const placed = new Promise<void>((resolve) => {
+      this.onPlaced = resolve;
+      if (this.placing === 0) resolve();
+    });
+    const closed = serverClosed
+      .then(() => placed)
+      .then(() => this.ws.settled())
+      .then(() => this.tracker.empty());
     for (const connection of this.connections) connection.shutdown();
     for (const tunnel of this.tracker.all()) tunnel.closeWith(CLOSE_GOING_AWAY);
     let timer: NodeJS.Timeout | undefined;
@@ -282,7 +313,7 @@ export class ProxyServer implements ConnectionHandler {
 
 /** Answers an upgrade's client with an error (making a socket of a descriptor first). */
 function replyError(client: Socket | Accepted, code: ErrorCode): void {
-  const socket = isAccepted(client) ? socketOf(client.fd) : client;
+  const socket = isAccepted(client) ? socketOf(client) : client;
   if (socket === undefined) return;
   socket.on('error', destroyOnError);
   replyErrorOnSocket(socket, code);
@@ -290,7 +321,7 @@ function replyError(client: Socket | Accepted, code: ErrorCode): void {
 
 /** Closes an upgrade's client without an answer. */
 function drop(client: Socket | Accepted): void {
-  if (isAccepted(client)) socketOf(client.fd)?.destroy();
+  if (isAccepted(client)) socketOf(client)?.destroy();
   else client.destroy();
 }
 

@@ -27,7 +27,7 @@ const CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
 export class WebSocketForwarder {
   /** Where tunnels go after their 101, made once per options rather than per tunnel. */
   private handover: PipeHandover | undefined;
-  /** Upgrades whose backend connection the native pipe is opening, and who waits for none. */
+  /** Upgrades whose backend connection is being opened (by the pipe or Node), and who waits for none. */
   private connecting = 0;
   private onSettled: (() => void)[] = [];
 
@@ -90,7 +90,7 @@ export class WebSocketForwarder {
         } else failed(target, code);
       });
       if (inPipe) return;
-      const socket = isAccepted(client) ? socketOf(client.fd) : client;
+      const socket = isAccepted(client) ? socketOf(client) : client;
       if (socket === undefined) return;
       if (socket !== client) socket.on('error', destroyOnError);
       client = socket;
@@ -99,21 +99,34 @@ export class WebSocketForwarder {
       socket.on('error', onClientGone);
       socket.once('close', onClientGone);
       const connectEvent = target.tls ? 'secureConnect' : 'connect';
+      // Shutdown waits for this connect as for the pipe's (settled()): until the tunnel is
+      // tracked, the client is answered or fails over, or the connection is dropped.
+      this.connecting++;
+      const onClosed = (): void => {
+        upstream.off(connectEvent, onConnect);
+        upstream.off('error', onError);
+        this.settleOne();
+      };
       const onError = (error: NodeJS.ErrnoException): void => {
         upstream.off(connectEvent, onConnect);
+        upstream.off('close', onClosed);
         socket.off('error', onClientGone);
         socket.off('close', onClientGone);
         failed(target, error.code ?? '');
+        this.settleOne();
       };
       // Once connected, the tunnel handles errors: no listener of this attempt stays behind.
       const onConnect = (): void => {
         upstream.off('error', onError);
+        upstream.off('close', onClosed);
         socket.off('error', onClientGone);
         socket.off('close', onClientGone);
         this.open(socket, upstream, head, handshake, room, target);
+        this.settleOne();
       };
       upstream.once(connectEvent, onConnect);
       upstream.once('error', onError);
+      upstream.once('close', onClosed);
     };
     attempt(backend);
   }
@@ -143,7 +156,7 @@ export class WebSocketForwarder {
     const settle = (): void => {
       if (!pending) return;
       pending = false;
-      if (--this.connecting === 0) for (const resolve of this.onSettled.splice(0)) resolve();
+      this.settleOne();
     };
     const id = pipe.connect(
       client,
@@ -179,7 +192,12 @@ export class WebSocketForwarder {
     return true;
   }
 
-  /** Resolves once no upgrade waits for the native pipe to connect (it is then tracked, or answered). */
+  /** One connect (the pipe's or Node's) is over. */
+  private settleOne(): void {
+    if (--this.connecting === 0) for (const resolve of this.onSettled.splice(0)) resolve();
+  }
+
+  /** Resolves once no upgrade waits for its backend connection (it is then tracked, or answered). */
   settled(): Promise<void> {
     if (this.connecting === 0) return Promise.resolve();
     return new Promise((resolve) => this.onSettled.push(resolve));
