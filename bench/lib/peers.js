@@ -182,9 +182,10 @@ export function makePeer(name, opts) {
           { ready: /roomring listening on/, cwd: root },
         );
         peer.pipe = /"event":"start".*"pipe":"(\w+)"/.exec(proc.output())?.[1] ?? 'unknown';
+        const accepts = /"event":"start".*"accept":"pipe"/.test(proc.output());
         const forwarder =
           peer.pipe === 'native'
-            ? 'the native pipe connects to the backends and forwards WebSockets'
+            ? `the native pipe ${accepts ? 'accepts the clients, ' : ''}connects to the backends and forwards WebSockets`
             : 'Node sockets forward WebSockets';
         peer.describe = `node bin/roomring.js start (one process; ${forwarder})`;
         return [proc];
