@@ -1,9 +1,9 @@
 // The native byte pipe that forwards upgraded WebSockets (native/pipe.cc): a real proxy process,
 // raw TCP clients and a raw backend that answers 101, so every byte, FIN and close is visible.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cpSync, symlinkSync } from 'node:fs';
+import { cpSync, readFileSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -600,6 +600,42 @@ describe('native accept', () => {
     await proxy.stop();
     expect(await answer).toBe('');
     expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('rests, without spinning, while the process is out of descriptors, and accepts again once some are freed', async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    const proxy = await proxyTo(backendPort);
+    const pid = proxy.child.pid as number;
+    execFileSync('prlimit', ['--pid', String(pid), '--nofile=64:64']);
+    // Silent connections hold a descriptor each in the pipe until the proxy runs out; the
+    // kernel queues the rest.
+    const silent = [];
+    for (let i = 0; i < 80; i++) silent.push(await connectRaw(proxy.port));
+    await waitUntil(() => socketCount(pid) > 30);
+    const late = await connectRaw(proxy.port);
+    let text = '';
+    const echoed = new Promise<string>((resolve) => {
+      late.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+        if (text.endsWith('ping')) resolve(text);
+      });
+    });
+    late.write(UPGRADE);
+    const ticks = (): number => {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+      return Number(fields[11]) + Number(fields[12]);
+    };
+    const before = ticks();
+    await sleep(1000);
+    // A listener polled while accept4 fails with EMFILE would burn a core (about 100 ticks a second).
+    expect(ticks() - before).toBeLessThan(50);
+    // Still queued: nothing can accept it yet.
+    expect(text).toBe('');
+    for (const socket of silent) socket.destroy();
+    late.write('ping');
+    expect(await echoed).toMatch(/^HTTP\/1\.1 101 [\s\S]*ping$/);
   });
 
   it("accepts in Node with websocket.pipe 'js', and serves the same requests", async () => {
