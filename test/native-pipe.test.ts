@@ -3,10 +3,11 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cpSync, readFileSync, symlinkSync } from 'node:fs';
+import { cpSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 import { nativePipe } from '../src/proxy/native-pipe.js';
 import {
   connectRaw,
@@ -587,6 +588,23 @@ describe('native accept', () => {
     const closedAt = Date.now();
     expect(await readAll(quiet)).toBe('');
     expect(Date.now() - closedAt).toBeLessThan(3000);
+  });
+
+  it('applies a reloaded listen.keepAlive to the connections it accepts afterwards', async () => {
+    const backendPort = await startUpgradeBackend(() => {});
+    const backends = [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }];
+    const proxy = await startProxy({ backends, listen: { keepAlive: '60s' } });
+    writeFileSync(
+      proxy.configFile,
+      stringify({ listen: { host: '127.0.0.1', port: proxy.port, keepAlive: '1s' }, backends }),
+    );
+    proxy.child.kill('SIGHUP');
+    await proxy.waitFor(/config reloaded/);
+    const quiet = await connectRaw(proxy.port);
+    const opened = Date.now();
+    expect(await readAll(quiet)).toBe('');
+    // Within a sweep or two of 1 s, not 60 s.
+    expect(Date.now() - opened).toBeLessThan(5000);
   });
 
   it('closes the connections whose head it still awaits on shutdown, and stops promptly', async () => {
