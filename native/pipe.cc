@@ -805,12 +805,15 @@ class Pipe {
     if (events & EPOLLOUT) {
       if (!Flush(end)) return;
     }
-    if ((events & (EPOLLIN | EPOLLHUP)) && (end->events & EPOLLIN)) {
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) && (end->events & EPOLLIN)) {
       ssize_t got = read(end->fd, buffer, kReadSize);
       if (got > 0) {
         t->lastActive = now_;
         if (!t->answered && end->side == kUpstream) Answered(t, buffer, static_cast<size_t>(got));
         if (!t->closing && !Send(peer, buffer, static_cast<size_t>(got))) return;
+        // The FIN came with these bytes (EPOLLRDHUP) and the read took all there was: nothing more
+        // can come, so the end is known without a read that returns 0.
+        if ((events & EPOLLRDHUP) && static_cast<size_t>(got) < kReadSize) end->eof = true;
       } else if (got == 0) {
         end->eof = true;
       } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -929,7 +932,7 @@ class Pipe {
       if (end.fd < 0) continue;
       End& peer = t->ends[1 - end.side];
       uint32_t want = 0;
-      if (!end.eof && (t->closing || peer.pending.empty())) want |= EPOLLIN;
+      if (!end.eof && (t->closing || peer.pending.empty())) want |= EPOLLIN | EPOLLRDHUP;
       if (!end.pending.empty()) want |= EPOLLOUT;
       if (!end.watched) {
         if (want == 0) continue;
