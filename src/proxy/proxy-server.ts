@@ -313,7 +313,11 @@ export class ProxyServer implements ConnectionHandler {
 
 /** Answers an upgrade's client with an error (making a socket of a descriptor first). */
 function replyError(client: Socket | Accepted, code: ErrorCode): void {
-  const socket = isAccepted(client) ? socketOf(client) : client;
+  if (!isAccepted(client)) {
+    replyErrorOnSocket(client, code);
+    return;
+  }
+  const socket = socketOf(client);
   if (socket === undefined) return;
   socket.on('error', destroyOnError);
   replyErrorOnSocket(socket, code);
