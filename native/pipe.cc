@@ -1237,18 +1237,30 @@ napi_value Listen(napi_env env, napi_callback_info info) {
 }
 
 /**
+ * The shape of the bindings that act on a tunnel or listener by id: reads `argc` arguments (the
+ * id first), lets `fill` complete the command from them, and queues it. A command for an id the
+ * pipe no longer knows, or one pushed after the pipe thread stopped, has nothing left to act on.
+ */
+template <typename Fill>
+napi_value PushById(napi_env env, napi_callback_info info, CommandKind kind, size_t argc, const char* usage,
+                    Fill fill) {
+  napi_value argv[4];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr || argc > 4 || !Args(env, info, argc, argv)) return Throw(env, usage);
+  Command command;
+  command.kind = kind;
+  command.id = static_cast<uint64_t>(Int(env, argv[0]));
+  fill(command, argv);
+  pipe->Push(std::move(command));
+  return nullptr;
+}
+
+/**
  * unlisten(id): stops accepting; connections whose head is still awaited are closed, and the
  * listener is reported closed once events it reported before have gone out.
  */
 napi_value Unlisten(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  Pipe* pipe = PipeOf(env);
-  if (pipe == nullptr || !Args(env, info, 1, argv)) return Throw(env, "unlisten(id)");
-  Command command;
-  command.kind = CommandKind::kUnlisten;
-  command.id = static_cast<uint64_t>(Int(env, argv[0]));
-  pipe->Push(std::move(command));
-  return nullptr;
+  return PushById(env, info, CommandKind::kUnlisten, 1, "unlisten(id)", [](Command&, napi_value*) {});
 }
 
 /**
@@ -1256,43 +1268,26 @@ napi_value Unlisten(napi_env env, napi_callback_info info) {
  * for those accepted from now on, the head limit for heads begun from now on.
  */
 napi_value Limits(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  Pipe* pipe = PipeOf(env);
-  if (pipe == nullptr || !Args(env, info, 3, argv)) return Throw(env, "limits(id, headMs, idleMs)");
-  Command command;
-  command.kind = CommandKind::kLimits;
-  command.id = static_cast<uint64_t>(Int(env, argv[0]));
-  command.headMs = Int(env, argv[1]);
-  command.idleMs = Int(env, argv[2]);
-  pipe->Push(std::move(command));
-  return nullptr;
+  return PushById(env, info, CommandKind::kLimits, 3, "limits(id, headMs, idleMs)",
+                  [env](Command& command, napi_value* argv) {
+                    command.headMs = Int(env, argv[1]);
+                    command.idleMs = Int(env, argv[2]);
+                  });
 }
 
 /** closeWith(id, toClient, toUpstream, graceMs): last bytes to each side, then both are ended. */
 napi_value CloseWith(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  Pipe* pipe = PipeOf(env);
-  if (pipe == nullptr || !Args(env, info, 4, argv)) return Throw(env, "closeWith(id, toClient, toUpstream, graceMs)");
-  Command command;
-  command.kind = CommandKind::kCloseWith;
-  command.id = static_cast<uint64_t>(Int(env, argv[0]));
-  command.toClient = Bytes(env, argv[1]);
-  command.toUpstream = Bytes(env, argv[2]);
-  command.graceMs = Int(env, argv[3]);
-  pipe->Push(std::move(command));
-  return nullptr;
+  return PushById(env, info, CommandKind::kCloseWith, 4, "closeWith(id, toClient, toUpstream, graceMs)",
+                  [env](Command& command, napi_value* argv) {
+                    command.toClient = Bytes(env, argv[1]);
+                    command.toUpstream = Bytes(env, argv[2]);
+                    command.graceMs = Int(env, argv[3]);
+                  });
 }
 
 /** destroy(id): closes both sockets now. */
 napi_value Destroy(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  Pipe* pipe = PipeOf(env);
-  if (pipe == nullptr || !Args(env, info, 1, argv)) return Throw(env, "destroy(id)");
-  Command command;
-  command.kind = CommandKind::kDestroy;
-  command.id = static_cast<uint64_t>(Int(env, argv[0]));
-  pipe->Push(std::move(command));
-  return nullptr;
+  return PushById(env, info, CommandKind::kDestroy, 1, "destroy(id)", [](Command&, napi_value*) {});
 }
 
 napi_value Init(napi_env env, napi_value exports) {
