@@ -155,6 +155,23 @@ function readToEnd(client: net.Socket): Promise<{ data: Buffer; error: Error | u
   });
 }
 
+/**
+ * Sends an upgrade to a proxy whose backend cannot be connected to, shuts the proxy down while the
+ * connect runs, and checks that the connect still runs to its limit: the client hears why it
+ * failed, and the proxy exits cleanly after.
+ */
+async function expectTimeoutAnswerThroughShutdown(proxy: TestProxy): Promise<void> {
+  const client = await connectRaw(proxy.port);
+  const answer = readAll(client);
+  client.write(UPGRADE);
+  await sleep(300);
+  proxy.child.kill('SIGTERM');
+  const text = await answer;
+  expect(text).toMatch(/^HTTP\/1\.1 504 /);
+  expect(text).toContain('ROOMRING_E_BACKEND_TIMEOUT');
+  expect(await proxy.exited).toBe(0);
+}
+
 describe('native pipe', () => {
   it('is built on Linux by npm install', () => {
     if (process.platform === 'linux') expect(nativePipe()).toBeDefined();
@@ -238,16 +255,7 @@ describe('native pipe', () => {
 
   it('waits on shutdown for an upgrade whose backend the pipe is still connecting to, and answers it', async () => {
     const proxy = await proxyTo(await stuckBackend(), { timeouts: { connect: '1500ms' } });
-    const client = await connectRaw(proxy.port);
-    const answer = readAll(client);
-    client.write(UPGRADE);
-    await sleep(300);
-    proxy.child.kill('SIGTERM');
-    // The connect still runs to its limit, and the client hears why it failed.
-    const text = await answer;
-    expect(text).toMatch(/^HTTP\/1\.1 504 /);
-    expect(text).toContain('ROOMRING_E_BACKEND_TIMEOUT');
-    expect(await proxy.exited).toBe(0);
+    await expectTimeoutAnswerThroughShutdown(proxy);
   });
 
   it('waits on shutdown for an upgrade that Node is connecting (a TLS backend), accepted by the pipe', async () => {
@@ -259,15 +267,7 @@ describe('native pipe', () => {
       timeouts: { connect: '1500ms' },
     });
     expect(proxy.output()).toMatch(/"accept":"pipe"/);
-    const client = await connectRaw(proxy.port);
-    const answer = readAll(client);
-    client.write(UPGRADE);
-    await sleep(300);
-    proxy.child.kill('SIGTERM');
-    const text = await answer;
-    expect(text).toMatch(/^HTTP\/1\.1 504 /);
-    expect(text).toContain('ROOMRING_E_BACKEND_TIMEOUT');
-    expect(await proxy.exited).toBe(0);
+    await expectTimeoutAnswerThroughShutdown(proxy);
   });
 
   it('ends the client of a backend that closes before answering, with no timeout answer', async () => {
