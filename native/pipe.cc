@@ -1,6 +1,6 @@
 // The native byte pipe for WebSocket tunnels (Linux): after a backend has answered an upgrade with
-// 101, both TCP sockets are handed here and one thread forwards bytes between them with epoll, one
-// read and one write per chunk, no JavaScript and no allocation while the peer keeps up.
+// 101, both TCP sockets are handed here and forwarded with epoll, one read and one write per
+// chunk, no JavaScript and no allocation while the peer keeps up.
 //
 // Semantics are those of the JavaScript tunnel (src/proxy/tunnel.ts):
 // - bytes flow both ways; an end whose peer cannot take more is not read (back-pressure);
@@ -24,13 +24,20 @@
 // past its idle time is closed; one whose head is not complete within its head time, or is larger
 // than kMaxHead, is handed over as it is, for JavaScript to answer.
 //
-// What happens is reported to JavaScript in batches, through a thread-safe function: closed,
+// What happens is reported to JavaScript in batches (see Threads below): closed,
 // connected, answered (with the status), the two hand-backs above, and accepted connections.
 //
-// Threads: JavaScript calls add/closeWith/destroy on the main thread; they only queue commands. The
-// pipe thread owns every tunnel and file descriptor it was given.
+// Threads: the pipe is two loops of the same code (class Pipe). The main loop runs on Node's main
+// thread, driven by Node's event loop (a uv_poll on its epoll descriptor, and a timer for the
+// sweeps): it accepts, connects, and forwards new tunnels, and reports to JavaScript by calling it
+// directly, so an upgrade costs no wake-up of another thread. A tunnel open for moveAfter() moves
+// at its next activity to the worker loop, on the pipe thread, which forwards the long-lived ones
+// beside JavaScript and reports through a thread-safe function. JavaScript's calls only queue
+// commands, always to the main loop, which passes those for a moved tunnel on behind it; each
+// loop owns the tunnels and file descriptors it holds.
 
 #include <node_api.h>
+#include <uv.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -116,6 +123,9 @@ struct Tunnel {
   int64_t answerDeadline = 0;
   struct sockaddr_storage address = {};
   socklen_t addressLength = 0;
+  // When the pipe took it, and whether it is to move to the pipe thread at the end of this round.
+  int64_t since = 0;
+  bool moving = false;
 
   Tunnel() {
     for (int side = 0; side < 2; side++) {
@@ -181,11 +191,12 @@ bool HandsFd(int kind) {
          kind == kListenerBack;
 }
 
-enum class CommandKind { kAdd, kConnect, kCloseWith, kDestroy, kListen, kUnlisten, kLimits };
+// kAdopt: a tunnel that moves from the main thread's loop to the pipe thread's.
+enum class CommandKind { kAdd, kConnect, kCloseWith, kDestroy, kListen, kUnlisten, kLimits, kAdopt };
 
 struct Command {
   CommandKind kind = CommandKind::kAdd;
-  Tunnel* tunnel = nullptr;      // kAdd, kConnect
+  Tunnel* tunnel = nullptr;      // kAdd, kConnect, kAdopt
   Listener* listener = nullptr;  // kListen
   uint64_t id = 0;
   std::string toClient;
@@ -195,9 +206,21 @@ struct Command {
   int64_t idleMs = 0;  // kLimits
 };
 
+/** Whether a command carries a tunnel that is its own until the pipe takes it. */
+bool OwnsTunnel(CommandKind kind) {
+  return kind == CommandKind::kAdd || kind == CommandKind::kConnect || kind == CommandKind::kAdopt;
+}
+
+/**
+ * One event loop of the pipe. The main one runs on Node's main thread: Node's event loop watches
+ * its epoll descriptor, so accepting, reading heads, connecting and the first moments of a tunnel
+ * cost no wake-up of another thread. A tunnel that has been open for `moveAfterMs_` moves, at its
+ * next activity, to a second loop on a thread of its own (the worker), where its bytes are
+ * forwarded beside JavaScript rather than between its callbacks.
+ */
 class Pipe {
  public:
-  Pipe(napi_env env, napi_value onClosed) {
+  Pipe(napi_env env, napi_value onClosed, bool threaded) : env_(env), threaded_(threaded) {
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
     wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (!ok()) return;
@@ -207,20 +230,44 @@ class Pipe {
     epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev);
     napi_value name;
     napi_create_string_utf8(env, "roomring pipe events", NAPI_AUTO_LENGTH, &name);
-    napi_create_threadsafe_function(env, onClosed, nullptr, name, 0, 1, nullptr, nullptr, this, CallJs,
-                                    &closed_);
-    // The pipe does not keep the process alive by itself: JavaScript holds a handle while tunnels
-    // are open (native-pipe.ts).
-    napi_unref_threadsafe_function(env, closed_);
-    thread_ = std::thread([this] { Run(); });
+    if (threaded_) {
+      napi_create_threadsafe_function(env, onClosed, nullptr, name, 0, 1, nullptr, nullptr, this, CallJs,
+                                      &closed_);
+      // The pipe does not keep the process alive by itself: JavaScript holds a handle while tunnels
+      // are open (native-pipe.ts).
+      napi_unref_threadsafe_function(env, closed_);
+      thread_ = std::thread([this] { Run(); });
+      return;
+    }
+    // On the main thread: Node's event loop watches the pipe's epoll descriptor, and a timer runs
+    // the sweeps. Neither keeps the process alive.
+    napi_create_reference(env, onClosed, 1, &callback_);
+    napi_async_init(env, nullptr, name, &async_);
+    uv_loop_t* loop = nullptr;
+    napi_get_uv_event_loop(env, &loop);
+    poll_ = new uv_poll_t();
+    poll_->data = this;
+    uv_poll_init(loop, poll_, epoll_);
+    uv_poll_start(poll_, UV_READABLE, [](uv_poll_t* handle, int, int) {
+      static_cast<Pipe*>(handle->data)->Turn();
+    });
+    uv_unref(reinterpret_cast<uv_handle_t*>(poll_));
+    timer_ = new uv_timer_t();
+    timer_->data = this;
+    uv_timer_init(loop, timer_);
+    ArmTimer(false);
+    uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
   }
 
   ~Pipe() {
+    // The pipe thread's loop goes first: it may still hold tunnels this loop gave it.
+    delete worker_;
     stop_.store(true);
     if (thread_.joinable()) {
       Wake();
       thread_.join();
     }
+    StopHandles();
     for (auto& entry : tunnels_) {
       for (End& end : entry.second->ends) CloseFd(&end);
       delete entry.second;
@@ -234,7 +281,7 @@ class Pipe {
       delete entry.second;
     }
     for (Command& c : commands_) {
-      if (c.kind == CommandKind::kAdd || c.kind == CommandKind::kConnect) {
+      if (OwnsTunnel(c.kind)) {
         for (End& end : c.tunnel->ends) CloseFd(&end);
         delete c.tunnel;
       } else if (c.kind == CommandKind::kListen) {
@@ -247,6 +294,8 @@ class Pipe {
     for (Incoming* in : deadIncomings_) delete in;
     for (Listener* l : deadListeners_) delete l;
     if (closed_ != nullptr) napi_release_threadsafe_function(closed_, napi_tsfn_abort);
+    if (callback_ != nullptr) napi_delete_reference(env_, callback_);
+    if (async_ != nullptr) napi_async_destroy(env_, async_);
     if (wake_ >= 0) close(wake_);
     if (epoll_ >= 0) close(epoll_);
   }
@@ -277,6 +326,15 @@ class Pipe {
 
   uint64_t NextId() { return ++lastId_; }
 
+  /** Makes `worker` (a threaded loop) the one this main loop moves its long-lived tunnels to. */
+  void Pair(Pipe* worker) {
+    worker_ = worker;
+    worker->main_ = this;
+  }
+
+  /** How long a tunnel stays in the main loop before it moves to the worker (-1: never). */
+  void SetMoveAfter(int64_t ms) { moveAfterMs_ = ms; }
+
  private:
   /**
    * Calls JavaScript with the events as one flat array (id, kind, a, b for each) and, for each
@@ -303,6 +361,7 @@ class Pipe {
     if (total > 0) napi_create_buffer(env, total, reinterpret_cast<void**>(&into), &all);
     else napi_get_undefined(env, &all);
     for (const Event& e : *events) {
+      if (pipe->main_ != nullptr && e.kind == kClosed) pipe->main_->movedOut_.erase(e.id);
       const double fields[4] = {static_cast<double>(e.id), static_cast<double>(e.kind), static_cast<double>(e.a),
                                 static_cast<double>(e.b)};
       for (double field : fields) {
@@ -328,11 +387,83 @@ class Pipe {
     napi_get_undefined(env, &undefined);
     napi_value argv[3] = {array, payloads, all};
     pipe->inCallback_ = true;
-    napi_call_function(env, undefined, callback, 3, argv, nullptr);
+    if (pipe->threaded_) {
+      napi_call_function(env, undefined, callback, 3, argv, nullptr);
+    } else {
+      // From Node's event loop with no JavaScript on the stack: as any I/O callback, with the
+      // microtasks and next ticks run after it, and a throw reported as uncaught.
+      napi_value global;
+      napi_get_global(env, &global);
+      napi_make_callback(env, pipe->async_, global, callback, 3, argv, nullptr);
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value error;
+        napi_get_and_clear_last_exception(env, &error);
+        napi_fatal_exception(env, error);
+      }
+    }
     pipe->inCallback_ = false;
     if (pipe->wakeAfterCallback_) {
       pipe->wakeAfterCallback_ = false;
-      pipe->Wake();
+      if (pipe->threaded_) pipe->Wake();
+      else pipe->commandsAfterCallback_ = true;
+    }
+  }
+
+  /** Main-thread mode: one round of the pipe's work, then its events to JavaScript. */
+  void Turn() {
+    if (broken_.load()) return;
+    if (!Round(0)) {
+      StopHandles();
+    }
+    Deliver();
+    ArmTimer(!closing_.empty() || !timed_.empty() || resting_);
+  }
+
+  /**
+   * Main-thread mode: hands the events of the round to JavaScript; commands its callback gave (a
+   * connect per accepted upgrade) are carried out at once, with no wake-up, and so on until
+   * nothing more is reported.
+   */
+  void Deliver() {
+    napi_handle_scope scope;
+    napi_open_handle_scope(env_, &scope);
+    napi_value callback;
+    napi_get_reference_value(env_, callback_, &callback);
+    while (reported_ != nullptr) {
+      auto* events = reported_;
+      reported_ = nullptr;
+      CallJs(env_, callback, this, events);
+      if (commandsAfterCallback_) {
+        commandsAfterCallback_ = false;
+        now_ = NowMs();
+        TakeCommands();
+        Bury();
+      }
+    }
+    napi_close_handle_scope(env_, scope);
+  }
+
+  void ArmTimer(bool fast) {
+    if (timer_ == nullptr || (timerArmed_ && fast == timerFast_)) return;
+    timerArmed_ = true;
+    timerFast_ = fast;
+    uint64_t ms = fast ? 100 : 1000;
+    uv_timer_start(timer_, [](uv_timer_t* handle) { static_cast<Pipe*>(handle->data)->Turn(); }, ms, ms);
+  }
+
+  /** Main loop: Node's event loop stops watching it (the handles are freed once closed). */
+  void StopHandles() {
+    if (poll_ != nullptr) {
+      uv_poll_stop(poll_);
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      poll_ = nullptr;
+    }
+    if (timer_ != nullptr) {
+      uv_timer_stop(timer_);
+      uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+      timer_ = nullptr;
     }
   }
 
@@ -358,79 +489,108 @@ class Pipe {
 
   void Run() {
     pthread_setname_np(pthread_self(), "roomring-pipe");
-    struct epoll_event events[kMaxEvents];
-    int64_t lastIdleSweep = NowMs();
-    int64_t lastClosingSweep = lastIdleSweep;
-    int64_t lastRestSweep = lastIdleSweep;
     while (!stop_.load()) {
       bool timed = !closing_.empty() || !timed_.empty() || resting_;
-      int timeout = timed ? 100 : 1000;
-      int n = epoll_wait(epoll_, events, kMaxEvents, timeout);
-      if (n < 0 && errno != EINTR) {
-        // Nothing can be forwarded any more: every tunnel closes, queued ones too, and add()
-        // refuses new ones.
-        std::vector<Command> taken;
-        {
-          // Under the lock: a command is either taken here or refused by Push().
-          std::lock_guard<std::mutex> lock(mutex_);
-          broken_.store(true);
-          taken.swap(commands_);
-        }
-        for (Command& c : taken) {
-          if (c.kind == CommandKind::kAdd || c.kind == CommandKind::kConnect) {
-            tunnels_[c.tunnel->id] = c.tunnel;
-            Close(c.tunnel);
-          } else if (c.kind == CommandKind::kListen) {
-            listeners_[c.listener->id] = c.listener;
-          }
-        }
-        std::vector<Tunnel*> all;
-        for (auto& entry : tunnels_) all.push_back(entry.second);
-        for (Tunnel* t : all) Close(t);
-        // The listening sockets go back to JavaScript, open, for Node to accept on again.
-        std::vector<uint64_t> listening;
-        for (auto& entry : listeners_) listening.push_back(entry.first);
-        for (uint64_t id : listening) Unlisten(id, true);
-        Bury();
-        return;
+      if (!Round(timed ? 100 : 1000)) return;
+    }
+  }
+
+  /** One wait for events (up to `timeout` ms) and the work they bring; false once epoll has failed. */
+  bool Round(int timeout) {
+    struct epoll_event events[kMaxEvents];
+    int n = epoll_wait(epoll_, events, kMaxEvents, timeout);
+    if (n < 0 && errno != EINTR) {
+      // Nothing can be forwarded any more: every tunnel closes, queued ones too, and add()
+      // refuses new ones.
+      std::vector<Command> taken;
+      {
+        // Under the lock: a command is either taken here or refused by Push().
+        std::lock_guard<std::mutex> lock(mutex_);
+        broken_.store(true);
+        taken.swap(commands_);
       }
-      now_ = NowMs();
-      for (int i = 0; i < n; i++) {
-        auto* watched = static_cast<Watched*>(events[i].data.ptr);
-        if (watched == nullptr) {
-          uint64_t count;
-          ssize_t got = read(wake_, &count, sizeof count);
-          (void)got;
-          TakeCommands();
-          continue;
-        }
-        // A socket closed earlier in this round may still have an event in it.
-        if (watched->watch == Watch::kListener) {
-          auto* listener = static_cast<Listener*>(watched);
-          if (!listener->dead) Accept(listener);
-        } else if (watched->watch == Watch::kIncoming) {
-          auto* in = static_cast<Incoming*>(watched);
-          if (!in->dead) ReadHead(in);
-        } else {
-          auto* end = static_cast<End*>(watched);
-          if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events);
+      for (Command& c : taken) {
+        if (OwnsTunnel(c.kind)) {
+          tunnels_[c.tunnel->id] = c.tunnel;
+          Close(c.tunnel);
+        } else if (c.kind == CommandKind::kListen) {
+          listeners_[c.listener->id] = c.listener;
         }
       }
-      if ((!closing_.empty() || !timed_.empty()) && now_ - lastClosingSweep >= 100) {
-        lastClosingSweep = now_;
-        SweepClosing();
-        SweepDeadlines();
-      }
-      if (resting_ && now_ - lastRestSweep >= kAcceptRestMs) {
-        lastRestSweep = now_;
-        WakeListeners();
-      }
-      if (now_ - lastIdleSweep >= 1000) {
-        lastIdleSweep = now_;
-        SweepIdle();
-        SweepIncoming();
-      }
+      std::vector<Tunnel*> all;
+      for (auto& entry : tunnels_) all.push_back(entry.second);
+      for (Tunnel* t : all) Close(t);
+      // The listening sockets go back to JavaScript, open, for Node to accept on again.
+      std::vector<uint64_t> listening;
+      for (auto& entry : listeners_) listening.push_back(entry.first);
+      for (uint64_t id : listening) Unlisten(id, true);
       Bury();
+      return false;
+    }
+    now_ = NowMs();
+    for (int i = 0; i < n; i++) {
+      auto* watched = static_cast<Watched*>(events[i].data.ptr);
+      if (watched == nullptr) {
+        uint64_t count;
+        ssize_t got = read(wake_, &count, sizeof count);
+        (void)got;
+        TakeCommands();
+        continue;
+      }
+      // A socket closed earlier in this round may still have an event in it.
+      if (watched->watch == Watch::kListener) {
+        auto* listener = static_cast<Listener*>(watched);
+        if (!listener->dead) Accept(listener);
+      } else if (watched->watch == Watch::kIncoming) {
+        auto* in = static_cast<Incoming*>(watched);
+        if (!in->dead) ReadHead(in);
+      } else {
+        auto* end = static_cast<End*>(watched);
+        if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events);
+      }
+    }
+    if ((!closing_.empty() || !timed_.empty()) && now_ - lastClosingSweep_ >= 100) {
+      lastClosingSweep_ = now_;
+      SweepClosing();
+      SweepDeadlines();
+    }
+    if (resting_ && now_ - lastRestSweep_ >= kAcceptRestMs) {
+      lastRestSweep_ = now_;
+      WakeListeners();
+    }
+    if (now_ - lastIdleSweep_ >= 1000) {
+      lastIdleSweep_ = now_;
+      SweepIdle();
+      SweepIncoming();
+    }
+    MoveOut();
+    Bury();
+    return true;
+  }
+
+  /**
+   * Gives the tunnels marked in this round to the worker: out of this loop's epoll and maps, into
+   * its command queue (one wake-up for all of them). If the worker has stopped, they stay.
+   */
+  void MoveOut() {
+    if (moving_.empty()) return;
+    std::vector<Tunnel*> moving;
+    moving.swap(moving_);
+    for (Tunnel* t : moving) {
+      t->moving = false;
+      if (t->dead || t->closing) continue;
+      for (End& end : t->ends) Unwatch(&end);
+      tunnels_.erase(t->id);
+      movedOut_.insert(t->id);
+      Command command;
+      command.kind = CommandKind::kAdopt;
+      command.tunnel = t;
+      command.id = t->id;
+      if (!worker_->Push(std::move(command))) {
+        movedOut_.erase(t->id);
+        tunnels_[t->id] = t;
+        Update(t);
+      }
     }
   }
 
@@ -462,9 +622,17 @@ class Pipe {
         }
         continue;
       }
+      if (c.kind == CommandKind::kAdopt) {
+        Tunnel* t = c.tunnel;
+        t->lastActive = now_;
+        tunnels_[t->id] = t;
+        Update(t);
+        continue;
+      }
       if (c.kind == CommandKind::kAdd) {
         Tunnel* t = c.tunnel;
         t->lastActive = now_;
+        t->since = now_;
         tunnels_[t->id] = t;
         bool added = true;
         for (End& end : t->ends) {
@@ -478,7 +646,12 @@ class Pipe {
         continue;
       }
       auto found = tunnels_.find(c.id);
-      if (found == tunnels_.end() || found->second->dead) continue;
+      if (found == tunnels_.end()) {
+        // Commands follow a tunnel that moved; the worker takes them after the tunnel itself.
+        if (movedOut_.count(c.id) > 0) worker_->Push(std::move(c));
+        continue;
+      }
+      if (found->second->dead) continue;
       Tunnel* t = found->second;
       // A tunnel still connecting has nothing to close gracefully.
       if (c.kind == CommandKind::kDestroy || t->connecting) {
@@ -495,6 +668,7 @@ class Pipe {
   /** Opens the backend connection of a tunnel from connect(); the client is not read until it is open. */
   void StartConnect(Tunnel* t) {
     t->lastActive = now_;
+    t->since = now_;
     tunnels_[t->id] = t;
     End& upstream = t->ends[kUpstream];
     int fd = socket(t->address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -797,6 +971,11 @@ class Pipe {
       Connected(t);
       return;
     }
+    if (worker_ != nullptr && !t->moving && t->answered && !t->closing && moveAfterMs_ >= 0 &&
+        now_ - t->since >= moveAfterMs_) {
+      t->moving = true;
+      moving_.push_back(t);
+    }
     End* peer = &t->ends[1 - end->side];
     if (events & EPOLLERR) {
       Failed(end);
@@ -1006,14 +1185,37 @@ class Pipe {
     deadIncomings_.clear();
     for (Listener* l : deadListeners_) delete l;
     deadListeners_.clear();
-    if (reported_ != nullptr) {
+    // On the main thread, Deliver() takes them.
+    if (reported_ != nullptr && threaded_) {
       if (napi_call_threadsafe_function(closed_, reported_, napi_tsfn_nonblocking) != napi_ok) DropEvents(reported_);
       reported_ = nullptr;
     }
   }
 
+  napi_env env_;
+  /** This loop runs on a thread of its own (the worker), or on the main thread's event loop. */
+  const bool threaded_;
+  // The main loop: the worker, the tunnels given to it (for the commands that follow them), the
+  // time after which a tunnel moves (-1: never) and those to move at the end of this round.
+  Pipe* worker_ = nullptr;
+  std::unordered_set<uint64_t> movedOut_;
+  int64_t moveAfterMs_ = 1000;
+  std::vector<Tunnel*> moving_;
+  // The worker: the main loop.
+  Pipe* main_ = nullptr;
   int epoll_ = -1;
   int wake_ = -1;
+  // Main-thread mode.
+  napi_ref callback_ = nullptr;
+  napi_async_context async_ = nullptr;
+  uv_poll_t* poll_ = nullptr;
+  uv_timer_t* timer_ = nullptr;
+  bool timerArmed_ = false;
+  bool timerFast_ = false;
+  bool commandsAfterCallback_ = false;
+  int64_t lastIdleSweep_ = NowMs();
+  int64_t lastClosingSweep_ = lastIdleSweep_;
+  int64_t lastRestSweep_ = lastIdleSweep_;
   napi_threadsafe_function closed_ = nullptr;
   std::thread thread_;
   std::mutex mutex_;
@@ -1083,11 +1285,14 @@ napi_value Start(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!Args(env, info, 1, argv)) return Throw(env, "start(onEvents) needs a callback");
   if (PipeOf(env) != nullptr) return Throw(env, "the pipe is started already");
-  Pipe* pipe = new Pipe(env, argv[0]);
-  if (!pipe->ok()) {
+  Pipe* pipe = new Pipe(env, argv[0], false);
+  auto* worker = new Pipe(env, argv[0], true);
+  if (!pipe->ok() || !worker->ok()) {
+    delete worker;
     delete pipe;
     return Throw(env, "epoll or eventfd could not be created");
   }
+  pipe->Pair(worker);
   napi_set_instance_data(env, pipe, nullptr, nullptr);
   // Registered after the thread-safe function, so it runs before that function is torn down: the
   // pipe thread is stopped before anything it calls goes away.
@@ -1285,6 +1490,15 @@ napi_value CloseWith(napi_env env, napi_callback_info info) {
                   });
 }
 
+/** moveAfter(ms): how long a tunnel is forwarded on the main thread before it moves to the pipe thread (-1: never). */
+napi_value MoveAfter(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr || !Args(env, info, 1, argv)) return Throw(env, "moveAfter(ms)");
+  pipe->SetMoveAfter(Int(env, argv[0]));
+  return nullptr;
+}
+
 /** destroy(id): closes both sockets now. */
 napi_value Destroy(napi_env env, napi_callback_info info) {
   return PushById(env, info, CommandKind::kDestroy, 1, "destroy(id)", [](Command&, napi_value*) {});
@@ -1300,6 +1514,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"listen", nullptr, Listen, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"unlisten", nullptr, Unlisten, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"limits", nullptr, Limits, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"moveAfter", nullptr, MoveAfter, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods);
   return exports;

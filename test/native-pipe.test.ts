@@ -3,10 +3,10 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cpSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { nativePipe } from '../src/proxy/native-pipe.js';
 import {
@@ -58,6 +58,9 @@ async function startUpgradeBackend(onTunnel: (socket: net.Socket) => void): Prom
   return address.port;
 }
 
+/** `websocket.threadAfter` of the proxies the tests start (see tunnelTests). */
+let threadAfter: string | number = '1s';
+
 /** A proxy in front of one backend; by default given by IP address, so the pipe connects to it. */
 async function proxyTo(
   backendPort: number,
@@ -69,6 +72,7 @@ async function proxyTo(
     backends: [{ id: 'b1', url: `http://${host}:${backendPort}` }],
     admin: { port: adminPort },
     ...extra,
+    websocket: { threadAfter, ...(extra.websocket as Record<string, unknown> | undefined) },
   });
   return { ...proxy, admin: `http://127.0.0.1:${adminPort}` };
 }
@@ -135,6 +139,17 @@ async function stuckBackend(): Promise<number> {
   return port;
 }
 
+/** CPU ticks (user + system) of the proxy's `roomring-pipe` thread. */
+function pipeThreadTicks(pid: number): number {
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    if (!stat.includes('(roomring-pipe)')) continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  }
+  throw new Error(`process ${pid} has no roomring-pipe thread`);
+}
+
 const sha = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -175,6 +190,102 @@ async function expectTimeoutAnswerThroughShutdown(proxy: TestProxy): Promise<voi
 describe('native pipe', () => {
   it('is built on Linux by npm install', () => {
     if (process.platform === 'linux') expect(nativePipe()).toBeDefined();
+  });
+
+  it('moves a tunnel open for websocket.threadAfter to the pipe thread mid-stream, losing no byte', async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    /** Echoes 48 MB in 96 writes over about a second; what comes back, and the pipe thread's CPU ticks. */
+    const echoThrough = async (after: string): Promise<{ sent: string; back: string; ticks: number }> => {
+      const proxy = await proxyTo(backendPort, { websocket: { threadAfter: after } });
+      const client = await upgrade(proxy.port);
+      const got: Buffer[] = [];
+      let length = 0;
+      client.on('data', (chunk: Buffer) => {
+        got.push(chunk);
+        length += chunk.length;
+      });
+      client.resume();
+      const sent: Buffer[] = [];
+      for (let i = 0; i < 96; i++) {
+        const chunk = randomBytes(512 * 1024);
+        sent.push(chunk);
+        client.write(chunk);
+        await sleep(10);
+      }
+      await waitUntil(() => length >= 96 * 512 * 1024, 20000);
+      return {
+        sent: sha(Buffer.concat(sent)),
+        back: sha(Buffer.concat(got)),
+        ticks: pipeThreadTicks(proxy.child.pid as number),
+      };
+    };
+    const moved = await echoThrough('200ms');
+    expect(moved.back).toBe(moved.sent);
+    const stayed = await echoThrough('1h');
+    expect(stayed.back).toBe(stayed.sent);
+    // The same bytes: forwarded by the pipe thread once moved, by the main thread otherwise.
+    expect(moved.ticks).toBeGreaterThan(stayed.ticks);
+  });
+
+  it('says in the start log which pipe forwards WebSockets, and warns when the native one is not built', async () => {
+    const echo = (socket: net.Socket): void => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    };
+    const backendPort = await startUpgradeBackend(echo);
+    const built = await proxyTo(backendPort);
+    expect(built.output()).toMatch(/"event":"start".*"pipe":"native".*"accept":"pipe"/);
+    expect(built.output()).not.toContain('"event":"pipe"');
+
+    // A copy of the CLI without build/: the addon cannot load, and tunnels stay on Node sockets.
+    const copy = tempDir();
+    for (const part of ['dist', 'bin', 'package.json'])
+      cpSync(path.join(ROOT, part), path.join(copy, part), { recursive: true });
+    symlinkSync(path.join(ROOT, 'node_modules'), path.join(copy, 'node_modules'));
+    const port = await freePort();
+    const config = writeConfig({
+      listen: { host: '127.0.0.1', port },
+      backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }],
+    });
+    const unbuilt = spawnCli(['start', '--config', config], {}, path.join(copy, 'bin', 'roomring.js'));
+    await unbuilt.waitFor(/roomring listening on/);
+    expect(unbuilt.output()).toMatch(/"event":"pipe".*the native addon did not load.*npm run install/);
+    expect(unbuilt.output()).toMatch(/"event":"start".*"pipe":"js".*"accept":"node"/);
+    const client = await upgrade(port);
+    const echoed = new Promise<string>((resolve) =>
+      client.once('data', (chunk: Buffer) => resolve(String(chunk))),
+    );
+    client.resume();
+    client.write('ping');
+    expect(await echoed).toBe('ping');
+  });
+
+  it("keeps tunnels on Node sockets with websocket.pipe 'js'", async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    const proxy = await proxyTo(backendPort, { websocket: { pipe: 'js' } });
+    expect(proxy.output()).toMatch(/"event":"start".*"accept":"node"/);
+    const client = await upgrade(proxy.port);
+    const echoed = new Promise<string>((resolve) =>
+      client.once('data', (chunk: Buffer) => resolve(String(chunk))),
+    );
+    client.resume();
+    client.write('ping');
+    expect(await echoed).toBe('ping');
+    expect(await pipedCount(proxy.admin)).toBe(0);
+  });
+});
+
+/**
+ * The tunnel tests, run twice: with the default `websocket.threadAfter`, so their short-lived tunnels
+ * stay on the main thread's loop, and with 0, so each moves to the pipe thread at its first bytes
+ * after the backend's answer.
+ */
+function tunnelTests(after: string | number): void {
+  beforeAll(() => {
+    threadAfter = after;
   });
 
   it('carries 8 MB both ways intact through back-pressure, passes each FIN on, and closes its sockets', async () => {
@@ -444,7 +555,10 @@ describe('native pipe', () => {
       socket.on('data', () => {});
       socket.on('end', () => socket.end());
     });
-    const proxy = await startProxy({ backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }] });
+    const proxy = await startProxy({
+      backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }],
+      websocket: { threadAfter },
+    });
     const client = await upgrade(proxy.port);
     // Tunnels go to the pipe 250 to 500 ms after their 101.
     await sleep(1000);
@@ -488,55 +602,11 @@ describe('native pipe', () => {
       ((frame[6] as number) ^ (frame[2] as number)) * 256 + ((frame[7] as number) ^ (frame[3] as number));
     expect(code).toBe(1001);
   });
+}
 
-  it('says in the start log which pipe forwards WebSockets, and warns when the native one is not built', async () => {
-    const echo = (socket: net.Socket): void => {
-      socket.on('data', (chunk: Buffer) => socket.write(chunk));
-    };
-    const backendPort = await startUpgradeBackend(echo);
-    const built = await proxyTo(backendPort);
-    expect(built.output()).toMatch(/"event":"start".*"pipe":"native".*"accept":"pipe"/);
-    expect(built.output()).not.toContain('"event":"pipe"');
+describe('native pipe tunnels on the main thread', () => tunnelTests('1s'));
 
-    // A copy of the CLI without build/: the addon cannot load, and tunnels stay on Node sockets.
-    const copy = tempDir();
-    for (const part of ['dist', 'bin', 'package.json'])
-      cpSync(path.join(ROOT, part), path.join(copy, part), { recursive: true });
-    symlinkSync(path.join(ROOT, 'node_modules'), path.join(copy, 'node_modules'));
-    const port = await freePort();
-    const config = writeConfig({
-      listen: { host: '127.0.0.1', port },
-      backends: [{ id: 'b1', url: `http://127.0.0.1:${backendPort}` }],
-    });
-    const unbuilt = spawnCli(['start', '--config', config], {}, path.join(copy, 'bin', 'roomring.js'));
-    await unbuilt.waitFor(/roomring listening on/);
-    expect(unbuilt.output()).toMatch(/"event":"pipe".*the native addon did not load.*npm run install/);
-    expect(unbuilt.output()).toMatch(/"event":"start".*"pipe":"js".*"accept":"node"/);
-    const client = await upgrade(port);
-    const echoed = new Promise<string>((resolve) =>
-      client.once('data', (chunk: Buffer) => resolve(String(chunk))),
-    );
-    client.resume();
-    client.write('ping');
-    expect(await echoed).toBe('ping');
-  });
-
-  it("keeps tunnels on Node sockets with websocket.pipe 'js'", async () => {
-    const backendPort = await startUpgradeBackend((socket) => {
-      socket.on('data', (chunk: Buffer) => socket.write(chunk));
-    });
-    const proxy = await proxyTo(backendPort, { websocket: { pipe: 'js' } });
-    expect(proxy.output()).toMatch(/"event":"start".*"accept":"node"/);
-    const client = await upgrade(proxy.port);
-    const echoed = new Promise<string>((resolve) =>
-      client.once('data', (chunk: Buffer) => resolve(String(chunk))),
-    );
-    client.resume();
-    client.write('ping');
-    expect(await echoed).toBe('ping');
-    expect(await pipedCount(proxy.admin)).toBe(0);
-  });
-});
+describe('native pipe tunnels moved to the pipe thread', () => tunnelTests(0));
 
 describe('native accept', () => {
   it('takes an upgrade whose head comes in pieces, with bytes right behind it, to the backend whole', async () => {

@@ -297,8 +297,12 @@ export const configSchema = z
           .enum(['native', 'js'])
           .default('native')
           .describe(
-            "'native': a native thread accepts clients, forwards plain-TCP WebSockets and connects to backends given by IP address (Linux, built by npm install; else as 'js'); 'js': Node sockets do",
+            "'native': native code accepts clients, forwards plain-TCP WebSockets and connects to backends given by IP address (Linux, built by npm install; else as 'js'); 'js': Node sockets do",
           ),
+        threadAfter: duration(
+          '1s',
+          "With the native pipe, a WebSocket open this long moves from the main thread to the pipe's own thread at its next message (short-lived ones never cross threads)",
+        ),
       })
       .prefault({})
       .describe('How upgraded WebSockets are forwarded'),

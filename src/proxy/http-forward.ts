@@ -30,6 +30,8 @@ export interface ForwardOptions {
   retries: number;
   /** What forwards an upgraded WebSocket's bytes (see native-pipe.ts). */
   pipe: 'native' | 'js';
+  /** With the native pipe: how long a tunnel stays on the main thread (ms). */
+  threadAfter: number;
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);

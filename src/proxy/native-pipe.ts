@@ -1,5 +1,6 @@
-// The native byte pipe (native/pipe.cc): forwards the bytes of plain-TCP WebSockets on a thread of
-// its own, without Node streams. A tunnel enters it in one of two ways: `adopt()` takes both
+// The native byte pipe (native/pipe.cc): forwards the bytes of plain-TCP WebSockets without Node
+// streams, first in a loop on the main thread, then, once a tunnel has been open for
+// `moveAfter()`, on a thread of its own. A tunnel enters it in one of two ways: `adopt()` takes both
 // sockets of a tunnel whose backend has answered, `connect()` takes the client socket of an upgrade
 // and opens the backend connection itself, so that side never has a Node socket. The pipe can also
 // accept the listener's connections (`listen()`): each comes to JavaScript as a descriptor with its
@@ -15,6 +16,7 @@ import { Duplex } from 'node:stream';
 
 interface Binding {
   start(onEvents: (events: number[], payloads: (string | number)[], bytes: Buffer | undefined) => void): void;
+  moveAfter(ms: number): void;
   add(clientFd: number, upstreamFd: number, idleMs: number): number;
   connect(
     clientFd: number,
@@ -142,6 +144,8 @@ export interface NativePipe {
   closeWith(id: number, toClient: Buffer, toUpstream: Buffer, graceMs: number): void;
   /** Closes both sockets now. */
   destroy(id: number): void;
+  /** How long a tunnel is forwarded on the main thread before it moves to the pipe thread. */
+  moveAfter(ms: number): void;
 }
 
 const BUILD = '../../build/Release/roomring_pipe.node';
@@ -307,6 +311,7 @@ function load(): NativePipe | null {
     limits: (id, limits) => binding.limits(id, limits.headMs, limits.idleMs),
     closeWith: (id, toClient, toUpstream, graceMs) => binding.closeWith(id, toClient, toUpstream, graceMs),
     destroy: (id) => binding.destroy(id),
+    moveAfter: (ms) => binding.moveAfter(ms),
   };
 }
 

@@ -338,5 +338,10 @@ function withBackend(backend: Backend | undefined, room: string | null): Target 
 }
 
 function forwardOptions(config: Config): ForwardOptions {
-  return { timeouts: { ...config.timeouts }, retries: config.failover.retries, pipe: config.websocket.pipe };
+  return {
+    timeouts: { ...config.timeouts },
+    retries: config.failover.retries,
+    pipe: config.websocket.pipe,
+    threadAfter: config.websocket.threadAfter,
+  };
 }

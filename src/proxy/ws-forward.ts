@@ -206,6 +206,7 @@ export class WebSocketForwarder {
   private handoverFor(options: ForwardOptions): PipeHandover | undefined {
     if (options.pipe !== 'native') return undefined;
     const pipe = nativePipe();
+    pipe?.moveAfter(options.threadAfter);
     return (
       pipe && {
         pipe,
