@@ -75,6 +75,8 @@ constexpr size_t kMaxHead = 16 * 1024;
 constexpr int kAcceptBurst = 64;
 /** How long a listening socket rests when the process is out of descriptors. */
 constexpr int64_t kAcceptRestMs = 100;
+/** How much sooner than its period a sweep may run (timers fire on the loop's cached time). */
+constexpr int64_t kSweepSlackMs = 10;
 
 int64_t NowMs() {
   struct timespec ts;
@@ -223,7 +225,7 @@ class Pipe {
   Pipe(napi_env env, napi_value onClosed, bool threaded) : env_(env), threaded_(threaded) {
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
     wake_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!ok()) return;
+    if (epoll_ < 0 || wake_ < 0) return;
     struct epoll_event ev = {};
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;
@@ -247,7 +249,11 @@ class Pipe {
     napi_get_uv_event_loop(env, &loop);
     poll_ = new uv_poll_t();
     poll_->data = this;
-    uv_poll_init(loop, poll_, epoll_);
+    if (uv_poll_init(loop, poll_, epoll_) != 0) {
+      delete poll_;
+      poll_ = nullptr;
+      return;
+    }
     uv_poll_start(poll_, UV_READABLE, [](uv_poll_t* handle, int, int) {
       static_cast<Pipe*>(handle->data)->Turn();
     });
@@ -300,13 +306,16 @@ class Pipe {
     if (epoll_ >= 0) close(epoll_);
   }
 
-  bool ok() const { return epoll_ >= 0 && wake_ >= 0; }
+  bool ok() const { return epoll_ >= 0 && wake_ >= 0 && (threaded_ || poll_ != nullptr); }
 
   /** Whether the pipe thread still runs (it stops only when epoll fails). */
   bool working() const { return !broken_.load(); }
 
-  /** Queues a command for the pipe thread; false (nothing queued) once that thread has stopped. */
+  /** Queues a command for this loop; false (nothing queued) once the loop has stopped. */
   bool Push(Command command) {
+    // The main loop has stopped: the tunnels it gave the worker still take their commands there.
+    if (worker_ != nullptr && broken_.load() && movedOut_.count(command.id) > 0)
+      return worker_->Push(std::move(command));
     bool first;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -427,6 +436,7 @@ class Pipe {
    * nothing more is reported.
    */
   void Deliver() {
+    if (reported_ == nullptr) return;
     napi_handle_scope scope;
     napi_open_handle_scope(env_, &scope);
     napi_value callback;
@@ -549,16 +559,17 @@ class Pipe {
         if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events);
       }
     }
-    if ((!closing_.empty() || !timed_.empty()) && now_ - lastClosingSweep_ >= 100) {
+    // A little slack: the main loop's timer may fire a millisecond short of its period.
+    if ((!closing_.empty() || !timed_.empty()) && now_ - lastClosingSweep_ >= 100 - kSweepSlackMs) {
       lastClosingSweep_ = now_;
       SweepClosing();
       SweepDeadlines();
     }
-    if (resting_ && now_ - lastRestSweep_ >= kAcceptRestMs) {
+    if (resting_ && now_ - lastRestSweep_ >= kAcceptRestMs - kSweepSlackMs) {
       lastRestSweep_ = now_;
       WakeListeners();
     }
-    if (now_ - lastIdleSweep_ >= 1000) {
+    if (now_ - lastIdleSweep_ >= 1000 - kSweepSlackMs) {
       lastIdleSweep_ = now_;
       SweepIdle();
       SweepIncoming();
@@ -622,20 +633,16 @@ class Pipe {
         }
         continue;
       }
-      if (c.kind == CommandKind::kAdopt) {
+      if (c.kind == CommandKind::kAdd || c.kind == CommandKind::kAdopt) {
+        // A moved tunnel keeps its age; one of its ends may be closed already (flushing its last
+        // bytes to the client).
         Tunnel* t = c.tunnel;
         t->lastActive = now_;
-        tunnels_[t->id] = t;
-        Update(t);
-        continue;
-      }
-      if (c.kind == CommandKind::kAdd) {
-        Tunnel* t = c.tunnel;
-        t->lastActive = now_;
-        t->since = now_;
+        if (c.kind == CommandKind::kAdd) t->since = now_;
         tunnels_[t->id] = t;
         bool added = true;
         for (End& end : t->ends) {
+          if (end.fd < 0) continue;
           struct epoll_event ev = {};
           ev.data.ptr = static_cast<Watched*>(&end);
           end.watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, end.fd, &ev) == 0;
@@ -972,7 +979,7 @@ class Pipe {
       return;
     }
     if (worker_ != nullptr && !t->moving && t->answered && !t->closing && moveAfterMs_ >= 0 &&
-        now_ - t->since >= moveAfterMs_) {
+        now_ - t->since >= moveAfterMs_ && worker_->working()) {
       t->moving = true;
       moving_.push_back(t);
     }

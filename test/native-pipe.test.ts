@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { cpSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { nativePipe } from '../src/proxy/native-pipe.js';
 import {
@@ -286,6 +286,9 @@ describe('native pipe', () => {
 function tunnelTests(after: string | number): void {
   beforeAll(() => {
     threadAfter = after;
+  });
+  afterAll(() => {
+    threadAfter = '1s';
   });
 
   it('carries 8 MB both ways intact through back-pressure, passes each FIN on, and closes its sockets', async () => {

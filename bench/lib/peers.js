@@ -56,7 +56,7 @@ room:
   from: [{query: room}, {path: /rooms/:room}]
 backends:
 ${backends}
-websocket: {pipe: ${pipe}}
+websocket: {pipe: ${pipe}${process.env.BENCH_THREAD_AFTER ? `, threadAfter: ${process.env.BENCH_THREAD_AFTER}` : ''}}
 log: {level: info}
 `;
 }

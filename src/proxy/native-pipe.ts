@@ -180,7 +180,11 @@ function load(): NativePipe | null {
     missing = `the native addon did not load (${detail}); \`npm run install\` builds it`;
     return null;
   }
-  if (typeof binding.start !== 'function' || typeof binding.connect !== 'function') {
+  if (
+    typeof binding.start !== 'function' ||
+    typeof binding.connect !== 'function' ||
+    typeof binding.moveAfter !== 'function'
+  ) {
     missing = 'the native addon is from another version: rebuild it with `npm run install`';
     return null;
   }
