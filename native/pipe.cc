@@ -30,8 +30,8 @@
 // Threads: the pipe is two loops of the same code (class Pipe). The main loop runs on Node's main
 // thread, driven by Node's event loop (a uv_poll on its epoll descriptor, and a timer for the
 // sweeps): it accepts, connects, and forwards new tunnels, and reports to JavaScript by calling it
-// directly, so an upgrade costs no wake-up of another thread. A tunnel open for moveAfter() moves
-// at its next activity to the worker loop, on the pipe thread, which forwards the long-lived ones
+// directly, so an upgrade costs no wake-up of another thread. A tunnel open for moveAfter() moves,
+// at its next activity or the next idle sweep, to the worker loop, on the pipe thread, which forwards the long-lived ones
 // beside JavaScript and reports through a thread-safe function. JavaScript's calls only queue
 // commands, always to the main loop, which passes those for a moved tunnel on behind it; each
 // loop owns the tunnels and file descriptors it holds.
@@ -217,7 +217,7 @@ bool OwnsTunnel(CommandKind kind) {
  * One event loop of the pipe. The main one runs on Node's main thread: Node's event loop watches
  * its epoll descriptor, so accepting, reading heads, connecting and the first moments of a tunnel
  * cost no wake-up of another thread. A tunnel that has been open for `moveAfterMs_` moves, at its
- * next activity, to a second loop on a thread of its own (the worker), where its bytes are
+ * next activity or the next idle sweep, to a second loop on a thread of its own (the worker), where its bytes are
  * forwarded beside JavaScript rather than between its callbacks.
  */
 class Pipe {
@@ -978,11 +978,7 @@ class Pipe {
       Connected(t);
       return;
     }
-    if (worker_ != nullptr && !t->moving && t->answered && !t->closing && moveAfterMs_ >= 0 &&
-        now_ - t->since >= moveAfterMs_ && worker_->working()) {
-      t->moving = true;
-      moving_.push_back(t);
-    }
+    MarkToMove(t);
     End* peer = &t->ends[1 - end->side];
     if (events & EPOLLERR) {
       Failed(end);
@@ -1173,11 +1169,24 @@ class Pipe {
     for (Tunnel* t : due) Close(t);
   }
 
-  /** Closes tunnels idle for their limit (every second). */
+  /** Marks a tunnel of the main loop that has been open for moveAfterMs_ to move at the end of the round. */
+  void MarkToMove(Tunnel* t) {
+    if (worker_ != nullptr && !t->moving && t->answered && !t->connecting && !t->closing && moveAfterMs_ >= 0 &&
+        now_ - t->since >= moveAfterMs_ && worker_->working()) {
+      t->moving = true;
+      moving_.push_back(t);
+    }
+  }
+
+  /**
+   * Closes tunnels idle for their limit (every second). In the main loop, quiet tunnels old enough
+   * to move are marked too, so the main loop holds only young ones.
+   */
   void SweepIdle() {
     std::vector<Tunnel*> due;
     for (auto& entry : tunnels_) {
       Tunnel* t = entry.second;
+      MarkToMove(t);
       // A connect has its own limit (timeouts.connect); idleness counts once it is open.
       if (t->idleMs > 0 && !t->connecting && now_ - t->lastActive >= t->idleMs) due.push_back(t);
     }

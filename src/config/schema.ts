@@ -301,7 +301,7 @@ export const configSchema = z
           ),
         threadAfter: duration(
           '1s',
-          "With the native pipe, a WebSocket open this long moves from the main thread to the pipe's own thread at its next message (short-lived ones never cross threads)",
+          "With the native pipe, a WebSocket open this long moves from the main thread to the pipe's own thread, at its next bytes or within a second (short-lived ones never cross threads)",
         ),
       })
       .prefault({})
