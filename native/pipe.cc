@@ -31,10 +31,10 @@
 // thread, driven by Node's event loop (a uv_poll on its epoll descriptor, and a timer for the
 // sweeps): it accepts, connects, and forwards new tunnels, and reports to JavaScript by calling it
 // directly, so an upgrade costs no wake-up of another thread. A tunnel open for moveAfter() moves,
-// at its next activity or the next idle sweep, to the worker loop, on the pipe thread, which forwards the long-lived ones
-// beside JavaScript and reports through a thread-safe function. JavaScript's calls only queue
-// commands, always to the main loop, which passes those for a moved tunnel on behind it; each
-// loop owns the tunnels and file descriptors it holds.
+// at its next activity or the next idle sweep, to the worker loop on the pipe thread, which
+// forwards the long-lived ones beside JavaScript and reports through a thread-safe function.
+// JavaScript's calls only queue commands, always to the main loop, which passes those for a moved
+// tunnel on behind it; each loop owns the tunnels and file descriptors it holds.
 
 #include <node_api.h>
 #include <uv.h>
@@ -217,8 +217,8 @@ bool OwnsTunnel(CommandKind kind) {
  * One event loop of the pipe. The main one runs on Node's main thread: Node's event loop watches
  * its epoll descriptor, so accepting, reading heads, connecting and the first moments of a tunnel
  * cost no wake-up of another thread. A tunnel that has been open for `moveAfterMs_` moves, at its
- * next activity or the next idle sweep, to a second loop on a thread of its own (the worker), where its bytes are
- * forwarded beside JavaScript rather than between its callbacks.
+ * next activity or the next idle sweep, to a second loop on a thread of its own (the worker),
+ * where its bytes are forwarded beside JavaScript rather than between its callbacks.
  */
 class Pipe {
  public:
