@@ -174,7 +174,7 @@ enum EventKind : int {
   // kIncomingLate: the head was not complete within the listener's head time.
   kIncoming = 5,
   kIncomingLate = 6,
-  // The pipe thread stopped: b is the listening socket, still listening, JavaScript's again.
+  // The main loop stopped: b is the listening socket, still listening, JavaScript's again.
   kListenerBack = 7,
 };
 
@@ -308,7 +308,7 @@ class Pipe {
 
   bool ok() const { return epoll_ >= 0 && wake_ >= 0 && (threaded_ || poll_ != nullptr); }
 
-  /** Whether the pipe thread still runs (it stops only when epoll fails). */
+  /** Whether this loop still runs (it stops only when epoll fails). */
   bool working() const { return !broken_.load(); }
 
   /** Queues a command for this loop; false (nothing queued) once the loop has stopped. */
@@ -323,9 +323,9 @@ class Pipe {
       first = commands_.empty();
       commands_.push_back(std::move(command));
     }
-    // Commands queued behind the first are taken with it: one wake-up. Inside the events callback
-    // it waits for the callback's end, so the commands it gives (a connect per accepted upgrade)
-    // wake the pipe thread once.
+    // Commands queued behind the first are taken with it: one wake-up. Inside the main loop's events
+    // callback there is none: the commands it gives (a connect per accepted upgrade) are taken when
+    // it returns.
     if (first) {
       if (inCallback_) wakeAfterCallback_ = true;
       else Wake();
@@ -1242,7 +1242,7 @@ class Pipe {
   // Main thread only: the events callback is running, and a command it queued awaits a wake-up.
   bool inCallback_ = false;
   bool wakeAfterCallback_ = false;
-  // Owned by the pipe thread.
+  // Owned by the thread this loop runs on.
   std::unordered_map<uint64_t, Tunnel*> tunnels_;
   std::vector<Tunnel*> graveyard_;
   std::vector<Event>* reported_ = nullptr;
@@ -1296,7 +1296,7 @@ std::string Bytes(napi_env env, napi_value value) {
 
 void Stop(void* data) { delete static_cast<Pipe*>(data); }
 
-/** start(onEvents(events: number[])): starts the pipe thread; once per process (or worker). */
+/** start(onEvents(events: number[])): starts the main loop and the pipe thread; once per process (or worker). */
 napi_value Start(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   if (!Args(env, info, 1, argv)) return Throw(env, "start(onEvents) needs a callback");
@@ -1317,7 +1317,7 @@ napi_value Start(napi_env env, napi_callback_info info) {
 }
 
 /**
- * Gives a new tunnel to the pipe thread (add or connect) and returns its id; if that thread has
+ * Gives a new tunnel to the main loop (add or connect) and returns its id; if that loop has
  * stopped, an error is thrown and the tunnel's descriptors are closed, but for a client
  * descriptor JavaScript handed over itself (`keepClient`), which stays JavaScript's.
  */
@@ -1333,7 +1333,7 @@ napi_value Queue(napi_env env, Pipe* pipe, CommandKind kind, Tunnel* t, bool kee
       if (end.fd >= 0 && !(keepClient && end.side == kClient)) close(end.fd);
     }
     delete t;
-    return Throw(env, "the pipe thread has stopped");
+    return Throw(env, "the pipe has stopped");
   }
   napi_value out;
   napi_create_double(env, static_cast<double>(id), &out);
@@ -1345,7 +1345,7 @@ napi_value Add(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   Pipe* pipe = PipeOf(env);
   if (pipe == nullptr) return Throw(env, "the pipe is not started");
-  if (!pipe->working()) return Throw(env, "the pipe thread has stopped");
+  if (!pipe->working()) return Throw(env, "the pipe has stopped");
   if (!Args(env, info, 3, argv)) return Throw(env, "add(clientFd, upstreamFd, idleMs)");
   int fds[2] = {static_cast<int>(Int(env, argv[0])), static_cast<int>(Int(env, argv[1]))};
   auto* t = new Tunnel();
@@ -1381,7 +1381,7 @@ napi_value Connect(napi_env env, napi_callback_info info) {
   napi_value argv[8];
   Pipe* pipe = PipeOf(env);
   if (pipe == nullptr) return Throw(env, "the pipe is not started");
-  if (!pipe->working()) return Throw(env, "the pipe thread has stopped");
+  if (!pipe->working()) return Throw(env, "the pipe has stopped");
   if (!Args(env, info, 8, argv))
     return Throw(env, "connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs, owned)");
   bool owned = false;
@@ -1427,11 +1427,11 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   Pipe* pipe = PipeOf(env);
   if (pipe == nullptr) return Throw(env, "the pipe is not started");
-  if (!pipe->working()) return Throw(env, "the pipe thread has stopped");
+  if (!pipe->working()) return Throw(env, "the pipe has stopped");
   if (!Args(env, info, 3, argv)) return Throw(env, "listen(fd, headMs, idleMs)");
   int copy = fcntl(static_cast<int>(Int(env, argv[0])), F_DUPFD_CLOEXEC, 0);
   if (copy < 0) return Throw(env, "the listening socket could not be duplicated");
-  // accept4 must not block the pipe thread: the copy shares the socket's O_NONBLOCK, set here in
+  // accept4 must not block the loop: the copy shares the socket's O_NONBLOCK, set here in
   // case the socket came without it.
   fcntl(copy, F_SETFL, fcntl(copy, F_GETFL) | O_NONBLOCK);
   // Accepted sockets inherit it (as Node sets it on each of its own), one call fewer per connection.
@@ -1450,7 +1450,7 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   if (!pipe->Push(std::move(command))) {
     close(copy);
     delete l;
-    return Throw(env, "the pipe thread has stopped");
+    return Throw(env, "the pipe has stopped");
   }
   napi_value out;
   napi_create_double(env, static_cast<double>(id), &out);
@@ -1460,7 +1460,7 @@ napi_value Listen(napi_env env, napi_callback_info info) {
 /**
  * The shape of the bindings that act on a tunnel or listener by id: reads `argc` arguments (the
  * id first), lets `fill` complete the command from them, and queues it. A command for an id the
- * pipe no longer knows, or one pushed after the pipe thread stopped, has nothing left to act on.
+ * pipe no longer knows, or one pushed after the pipe stopped, has nothing left to act on.
  */
 template <typename Fill>
 napi_value PushById(napi_env env, napi_callback_info info, CommandKind kind, size_t argc, const char* usage,

@@ -97,7 +97,7 @@ export interface Accepted {
 /** What a listener hears from the pipe. */
 export interface AcceptListener {
   accepted(accepted: Accepted): void;
-  /** The pipe thread stopped: `fd` is the listening socket, still listening, to accept on again. */
+  /** The pipe's main loop stopped: `fd` is the listening socket, still listening, to accept on again. */
   back(fd: number): void;
 }
 
@@ -254,7 +254,7 @@ function load(): NativePipe | null {
       try {
         id = binding.add(clientFd, upstreamFd, idleMs);
       } catch {
-        // Out of descriptors, or the pipe thread stopped: the sockets stay with Node.
+        // Out of descriptors, or the pipe's main loop stopped: the sockets stay with Node.
         return undefined;
       }
       track(id, { closed: onClosed });

@@ -130,7 +130,7 @@ export class ProxyServer implements ConnectionHandler {
     if (pipe === undefined) return;
     const id = pipe.listen(this.server, this.acceptLimits, {
       accepted: (accepted) => this.accepted(accepted),
-      // The pipe thread stopped (its epoll failed): Node accepts on the socket again.
+      // The pipe's main loop stopped (its epoll failed): Node accepts on the socket again.
       back: (fd) => {
         this.accepting = undefined;
         if (!this.closing) this.server.listen({ fd });
