@@ -206,6 +206,7 @@ export class WebSocketForwarder {
   private handoverFor(options: ForwardOptions): PipeHandover | undefined {
     if (options.pipe !== 'native') return undefined;
     const pipe = nativePipe();
+    // The pipe is one per process: its setting follows the latest options.
     pipe?.moveAfter(options.threadAfter);
     return (
       pipe && {
