@@ -3,7 +3,7 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cpSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -139,6 +139,36 @@ async function stuckBackend(): Promise<number> {
   return port;
 }
 
+/**
+ * How many sockets each of the pipe's epoll sets watches, from /proc: Node's own epoll set is the
+ * one that holds another (the pipe's main loop); the remaining one is the pipe thread's.
+ */
+function pipeLoopSockets(pid: number): { main: number; thread: number } {
+  const kindOf = (fd: string): string => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  };
+  const watched = new Map<string, string[]>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    if (kindOf(fd) !== 'anon_inode:[eventpoll]') continue;
+    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    watched.set(
+      fd,
+      [...info.matchAll(/^tfd:\s+(\d+)/gm)].map((match) => match[1] as string),
+    );
+  }
+  const node = [...watched].find(([, targets]) => targets.some((t) => watched.has(t)));
+  const main = node?.[1].find((t) => watched.has(t));
+  const thread = [...watched.keys()].find((fd) => fd !== node?.[0] && fd !== main);
+  if (main === undefined || thread === undefined) throw new Error(`process ${pid}: pipe loops not found`);
+  const sockets = (fd: string): number =>
+    (watched.get(fd) ?? []).filter((t) => kindOf(t).startsWith('socket:')).length;
+  return { main: sockets(main), thread: sockets(thread) };
+}
+
 /** CPU ticks (user + system) of the proxy's `roomring-pipe` thread. */
 function pipeThreadTicks(pid: number): number {
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
@@ -190,6 +220,30 @@ async function expectTimeoutAnswerThroughShutdown(proxy: TestProxy): Promise<voi
 describe('native pipe', () => {
   it('is built on Linux by npm install', () => {
     if (process.platform === 'linux') expect(nativePipe()).toBeDefined();
+  });
+
+  it('moves a quiet tunnel to the pipe thread at an idle sweep after websocket.threadAfter, and keeps it working', async () => {
+    const backendPort = await startUpgradeBackend((socket) => {
+      socket.on('data', (chunk: Buffer) => socket.write(chunk));
+    });
+    const moved = await proxyTo(backendPort, { websocket: { threadAfter: '200ms' } });
+    const kept = await proxyTo(backendPort, { websocket: { threadAfter: '1h' } });
+    const movedClient = await upgrade(moved.port);
+    const keptClient = await upgrade(kept.port);
+    // Nothing is sent: only the main loop's idle sweep (every second) can move the tunnel.
+    await sleep(1200);
+    await waitUntil(() => pipeLoopSockets(moved.child.pid as number).thread === 2, 5000);
+    // The main loop watches the listening socket; the pipe thread's loop, the moved tunnel's two.
+    expect(pipeLoopSockets(moved.child.pid as number)).toEqual({ main: 1, thread: 2 });
+    expect(pipeLoopSockets(kept.child.pid as number)).toEqual({ main: 3, thread: 0 });
+    for (const client of [movedClient, keptClient]) {
+      const echoed = new Promise<string>((resolve) =>
+        client.once('data', (chunk: Buffer) => resolve(String(chunk))),
+      );
+      client.resume();
+      client.write('ping');
+      expect(await echoed).toBe('ping');
+    }
   });
 
   it('moves a tunnel open for websocket.threadAfter to the pipe thread mid-stream, losing no byte', async () => {
