@@ -1294,6 +1294,14 @@ std::string Bytes(napi_env env, napi_value value) {
   return std::string(static_cast<const char*>(data), length);
 }
 
+/** The pipe, for a binding that gives it new work; null (with an error thrown) if it cannot take any. */
+Pipe* WorkingPipe(napi_env env) {
+  Pipe* pipe = PipeOf(env);
+  if (pipe != nullptr && pipe->working()) return pipe;
+  Throw(env, pipe == nullptr ? "the pipe is not started" : "the pipe has stopped");
+  return nullptr;
+}
+
 void Stop(void* data) { delete static_cast<Pipe*>(data); }
 
 /** start(onEvents(events: number[])): starts the main loop and the pipe thread; once per process (or worker). */
@@ -1343,9 +1351,8 @@ napi_value Queue(napi_env env, Pipe* pipe, CommandKind kind, Tunnel* t, bool kee
 /** add(clientFd, upstreamFd, idleMs): the tunnel's id; the pipe works on its own copies of the fds. */
 napi_value Add(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  Pipe* pipe = PipeOf(env);
-  if (pipe == nullptr) return Throw(env, "the pipe is not started");
-  if (!pipe->working()) return Throw(env, "the pipe has stopped");
+  Pipe* pipe = WorkingPipe(env);
+  if (pipe == nullptr) return nullptr;
   if (!Args(env, info, 3, argv)) return Throw(env, "add(clientFd, upstreamFd, idleMs)");
   int fds[2] = {static_cast<int>(Int(env, argv[0])), static_cast<int>(Int(env, argv[1]))};
   auto* t = new Tunnel();
@@ -1379,9 +1386,8 @@ std::string Text(napi_env env, napi_value value) {
  */
 napi_value Connect(napi_env env, napi_callback_info info) {
   napi_value argv[8];
-  Pipe* pipe = PipeOf(env);
-  if (pipe == nullptr) return Throw(env, "the pipe is not started");
-  if (!pipe->working()) return Throw(env, "the pipe has stopped");
+  Pipe* pipe = WorkingPipe(env);
+  if (pipe == nullptr) return nullptr;
   if (!Args(env, info, 8, argv))
     return Throw(env, "connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs, owned)");
   bool owned = false;
@@ -1425,9 +1431,8 @@ napi_value Connect(napi_env env, napi_callback_info info) {
  */
 napi_value Listen(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  Pipe* pipe = PipeOf(env);
-  if (pipe == nullptr) return Throw(env, "the pipe is not started");
-  if (!pipe->working()) return Throw(env, "the pipe has stopped");
+  Pipe* pipe = WorkingPipe(env);
+  if (pipe == nullptr) return nullptr;
   if (!Args(env, info, 3, argv)) return Throw(env, "listen(fd, headMs, idleMs)");
   int copy = fcntl(static_cast<int>(Int(env, argv[0])), F_DUPFD_CLOEXEC, 0);
   if (copy < 0) return Throw(env, "the listening socket could not be duplicated");

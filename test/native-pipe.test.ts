@@ -169,6 +169,16 @@ function pipeLoopSockets(pid: number): { main: number; thread: number } {
   return { main: sockets(main), thread: sockets(thread) };
 }
 
+/** Sends 'ping' on an upgraded (paused) client of an echoing backend and expects it back. */
+async function expectEcho(client: net.Socket): Promise<void> {
+  const echoed = new Promise<string>((resolve) =>
+    client.once('data', (chunk: Buffer) => resolve(String(chunk))),
+  );
+  client.resume();
+  client.write('ping');
+  expect(await echoed).toBe('ping');
+}
+
 /** CPU ticks (user + system) of the proxy's `roomring-pipe` thread. */
 function pipeThreadTicks(pid: number): number {
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
@@ -236,14 +246,7 @@ describe('native pipe', () => {
     // The main loop watches the listening socket; the pipe thread's loop, the moved tunnel's two.
     expect(pipeLoopSockets(moved.child.pid as number)).toEqual({ main: 1, thread: 2 });
     expect(pipeLoopSockets(kept.child.pid as number)).toEqual({ main: 3, thread: 0 });
-    for (const client of [movedClient, keptClient]) {
-      const echoed = new Promise<string>((resolve) =>
-        client.once('data', (chunk: Buffer) => resolve(String(chunk))),
-      );
-      client.resume();
-      client.write('ping');
-      expect(await echoed).toBe('ping');
-    }
+    for (const client of [movedClient, keptClient]) await expectEcho(client);
   });
 
   it('moves a tunnel open for websocket.threadAfter to the pipe thread mid-stream, losing no byte', async () => {
@@ -307,12 +310,7 @@ describe('native pipe', () => {
     expect(unbuilt.output()).toMatch(/"event":"pipe".*the native addon did not load.*npm run install/);
     expect(unbuilt.output()).toMatch(/"event":"start".*"pipe":"js".*"accept":"node"/);
     const client = await upgrade(port);
-    const echoed = new Promise<string>((resolve) =>
-      client.once('data', (chunk: Buffer) => resolve(String(chunk))),
-    );
-    client.resume();
-    client.write('ping');
-    expect(await echoed).toBe('ping');
+    await expectEcho(client);
   });
 
   it("keeps tunnels on Node sockets with websocket.pipe 'js'", async () => {
@@ -322,12 +320,7 @@ describe('native pipe', () => {
     const proxy = await proxyTo(backendPort, { websocket: { pipe: 'js' } });
     expect(proxy.output()).toMatch(/"event":"start".*"accept":"node"/);
     const client = await upgrade(proxy.port);
-    const echoed = new Promise<string>((resolve) =>
-      client.once('data', (chunk: Buffer) => resolve(String(chunk))),
-    );
-    client.resume();
-    client.write('ping');
-    expect(await echoed).toBe('ping');
+    await expectEcho(client);
     expect(await pipedCount(proxy.admin)).toBe(0);
   });
 });
