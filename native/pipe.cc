@@ -51,6 +51,7 @@
 #include <unistd.h>
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -60,6 +61,8 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+#include "http-head.h"
 
 namespace {
 
@@ -77,6 +80,8 @@ constexpr int kAcceptBurst = 64;
 constexpr int64_t kAcceptRestMs = 100;
 /** How much sooner than its period a sweep may run (timers fire on the loop's cached time). */
 constexpr int64_t kSweepSlackMs = 10;
+/** The epoll interest of a client connection between exchanges and in one. */
+constexpr uint32_t kClientEvents = EPOLLIN | EPOLLRDHUP;
 
 int64_t NowMs() {
   struct timespec ts;
@@ -87,7 +92,7 @@ int64_t NowMs() {
 struct Tunnel;
 
 /** What an epoll registration points at (the eventfd's is null). */
-enum class Watch { kEnd, kListener, kIncoming };
+enum class Watch { kEnd, kListener, kIncoming, kUpstream };
 
 struct Watched {
   explicit Watched(Watch w) : watch(w) {}
@@ -149,16 +154,90 @@ struct Listener : Watched {
   bool dead = false;
 };
 
-/** An accepted connection whose first request head is being read. */
+struct Exchange;
+
+/**
+ * A client connection the pipe accepted: its next request head is being read; or it is parked
+ * (the head went to JavaScript, which owns the descriptor until it gives it back with exchange()
+ * or takes it with release(); the epoll registration stays, so a connection that comes back costs
+ * no epoll_ctl); or it is in an HTTP exchange; or it lingers after its last response.
+ */
 struct Incoming : Watched {
   Incoming() : Watched(Watch::kIncoming) {}
-  Listener* listener = nullptr;
+  Listener* listener = nullptr;  // null once the listener is gone: closed after its exchange
   int fd = -1;
   bool watched = false;
+  uint32_t events = 0;  // the epoll interest registered now
   std::string bytes;
   int64_t deadline = 0;  // 0: none
   std::string ip;
   int port = 0;
+  bool parked = false;
+  Exchange* exchange = nullptr;
+  bool lingering = false;
+  bool dead = false;
+};
+
+/** A backend connection of the HTTP exchanges: in use by one, or idle in the pool. */
+struct Upstream : Watched {
+  Upstream() : Watched(Watch::kUpstream) {}
+  Exchange* exchange = nullptr;  // null while pooled
+  int fd = -1;
+  bool watched = false;
+  uint32_t events = 0;
+  std::string key;    // the backend's address, which the pool is kept by
+  int64_t since = 0;  // pooled since
+  bool dead = false;
+};
+
+/** Failure codes of an exchange's attempt besides errno values. */
+constexpr int kConnectTimedOut = -1;
+constexpr int kResponseTimedOut = -2;
+constexpr int kBadResponse = -3;
+/** How large a backend's response head may grow (as the JavaScript reader allows). */
+constexpr size_t kMaxResponseHead = 64 * 1024;
+
+/**
+ * One HTTP request the pipe forwards for JavaScript (exchange()): JavaScript chose the backend and
+ * wrote the head; the pipe sends it on a pooled or new backend connection, rewrites the response
+ * head for the client, re-frames the body, and returns both connections to their pools.
+ */
+struct Exchange {
+  uint64_t id = 0;
+  Incoming* client = nullptr;
+  Upstream* upstream = nullptr;
+  // The request.
+  std::string head;
+  size_t headSent = 0;
+  struct sockaddr_storage address = {};
+  socklen_t addressLength = 0;
+  std::string key;
+  bool noBody = false;     // a HEAD request
+  bool keepAlive = false;  // the client's connection stays open after the response
+  bool retriable = false;  // idempotent, without a body: sent again once after a stale pooled connection
+  int64_t connectMs = 0;
+  int64_t responseMs = 0;
+  int64_t idleMs = 0;
+  // The attempt under way.
+  bool attempting = false;
+  bool reused = false;
+  bool connecting = false;
+  bool sent = false;
+  bool bytesRead = false;
+  bool resent = false;
+  int64_t lastActive = 0;
+  // The response.
+  std::string response;  // its head, as far as it came
+  roomring_http::ResponseHead parsed;
+  roomring_http::Dechunker dechunker;
+  uint64_t remaining = 0;
+  int status = 0;
+  bool responded = false;  // the client's head is written or queued
+  bool complete = false;   // everything for the client is in `out` or written
+  bool clean = true;       // the backend sent nothing past the response
+  bool replying = false;   // JavaScript's answer, without a backend
+  std::string out;         // for the client, not written yet
+  size_t outOffset = 0;
   bool dead = false;
 };
 
@@ -176,6 +255,12 @@ enum EventKind : int {
   kIncomingLate = 6,
   // The main loop stopped: b is the listening socket, still listening, JavaScript's again.
   kListenerBack = 7,
+  // An HTTP exchange is over (answered, abandoned, or its client gone): a is the backend's status (0: none).
+  kExchangeDone = 8,
+  // An attempt of an exchange failed before its response began, and the exchange waits for
+  // forward() or reply(): a is errno or a failure code (kConnectTimedOut...), b has bit 1 for a
+  // connection that was open, bit 2 for a pooled one that failed before sending anything.
+  kExchangeFailed = 9,
 };
 
 struct Event {
@@ -194,7 +279,21 @@ bool HandsFd(int kind) {
 }
 
 // kAdopt: a tunnel that moves from the main thread's loop to the pipe thread's.
-enum class CommandKind { kAdd, kConnect, kCloseWith, kDestroy, kListen, kUnlisten, kLimits, kAdopt };
+// kExchange, kForward, kReply, kDropPool: the HTTP exchanges (main loop only).
+enum class CommandKind {
+  kAdd,
+  kConnect,
+  kCloseWith,
+  kDestroy,
+  kListen,
+  kUnlisten,
+  kLimits,
+  kAdopt,
+  kExchange,
+  kForward,
+  kReply,
+  kDropPool,
+};
 
 struct Command {
   CommandKind kind = CommandKind::kAdd;
@@ -206,6 +305,17 @@ struct Command {
   int64_t graceMs = 0;
   int64_t headMs = 0;  // kLimits
   int64_t idleMs = 0;  // kLimits
+  // kExchange: the client's descriptor (the rest of its bytes in toClient) and its request.
+  int fd = -1;
+  bool noBody = false;
+  bool retriable = false;
+  bool keepAlive = false;  // kExchange, kReply
+  // kForward: the backend and the limits (the head in toUpstream; idleMs above).
+  struct sockaddr_storage address = {};
+  socklen_t addressLength = 0;
+  int64_t connectMs = 0;
+  int64_t responseMs = 0;
+  int64_t poolMs = 0;
 };
 
 /** Whether a command carries a tunnel that is its own until the pipe takes it. */
@@ -279,8 +389,22 @@ class Pipe {
       delete entry.second;
     }
     for (Incoming* in : incomings_) {
-      if (in->fd >= 0) close(in->fd);
+      // A parked connection's descriptor is JavaScript's.
+      if (in->fd >= 0 && !in->parked) close(in->fd);
       delete in;
+    }
+    for (auto& entry : exchanges_) {
+      if (entry.second->upstream != nullptr) {
+        close(entry.second->upstream->fd);
+        delete entry.second->upstream;
+      }
+      delete entry.second;
+    }
+    for (auto& entry : pool_) {
+      for (Upstream* u : entry.second) {
+        close(u->fd);
+        delete u;
+      }
     }
     for (auto& entry : listeners_) {
       if (entry.second->fd >= 0) close(entry.second->fd);
@@ -293,10 +417,14 @@ class Pipe {
       } else if (c.kind == CommandKind::kListen) {
         close(c.listener->fd);
         delete c.listener;
+      } else if (c.kind == CommandKind::kExchange && parked_.count(c.fd) == 0) {
+        close(c.fd);
       }
     }
     DropEvents(reported_);
     for (Tunnel* t : graveyard_) delete t;
+    for (Exchange* ex : deadExchanges_) delete ex;
+    for (Upstream* u : deadUpstreams_) delete u;
     for (Incoming* in : deadIncomings_) delete in;
     for (Listener* l : deadListeners_) delete l;
     if (closed_ != nullptr) napi_release_threadsafe_function(closed_, napi_tsfn_abort);
@@ -343,6 +471,9 @@ class Pipe {
 
   /** How long a tunnel stays in the main loop before it moves to the worker (-1: never). */
   void SetMoveAfter(int64_t ms) { moveAfterMs_ = ms; }
+
+  /** release(): JavaScript takes a parked connection's descriptor (main thread, outside a round). */
+  void TakeParked(int fd) { Release(fd); }
 
  private:
   /**
@@ -427,8 +558,11 @@ class Pipe {
       StopHandles();
     }
     Deliver();
-    ArmTimer(!closing_.empty() || !timed_.empty() || resting_);
+    ArmTimer(Timed());
   }
+
+  /** Whether something is due within 100 ms: closing tunnels, deadlines, resting listeners. */
+  bool Timed() const { return !closing_.empty() || !timed_.empty() || !timedExchanges_.empty() || resting_; }
 
   /**
    * Main-thread mode: hands the events of the round to JavaScript; commands its callback gave (a
@@ -500,8 +634,7 @@ class Pipe {
   void Run() {
     pthread_setname_np(pthread_self(), "roomring-pipe");
     while (!stop_.load()) {
-      bool timed = !closing_.empty() || !timed_.empty() || resting_;
-      if (!Round(timed ? 100 : 1000)) return;
+      if (!Round(Timed() ? 100 : 1000)) return;
     }
   }
 
@@ -534,6 +667,10 @@ class Pipe {
       std::vector<uint64_t> listening;
       for (auto& entry : listeners_) listening.push_back(entry.first);
       for (uint64_t id : listening) Unlisten(id, true);
+      std::vector<Exchange*> exchanges;
+      for (auto& entry : exchanges_) exchanges.push_back(entry.second);
+      for (Exchange* ex : exchanges) ClientGone(ex);
+      DropPool();
       Bury();
       return false;
     }
@@ -553,17 +690,22 @@ class Pipe {
         if (!listener->dead) Accept(listener);
       } else if (watched->watch == Watch::kIncoming) {
         auto* in = static_cast<Incoming*>(watched);
-        if (!in->dead) ReadHead(in);
+        if (!in->dead) ClientEvent(in, events[i].events);
+      } else if (watched->watch == Watch::kUpstream) {
+        auto* u = static_cast<Upstream*>(watched);
+        if (!u->dead) UpstreamEvent(u, events[i].events);
       } else {
         auto* end = static_cast<End*>(watched);
         if (!end->tunnel->dead && end->fd >= 0) Handle(end, events[i].events);
       }
     }
     // A little slack: the main loop's timer may fire a millisecond short of its period.
-    if ((!closing_.empty() || !timed_.empty()) && now_ - lastClosingSweep_ >= 100 - kSweepSlackMs) {
+    if ((!closing_.empty() || !timed_.empty() || !timedExchanges_.empty()) &&
+        now_ - lastClosingSweep_ >= 100 - kSweepSlackMs) {
       lastClosingSweep_ = now_;
       SweepClosing();
       SweepDeadlines();
+      SweepExchanges();
     }
     if (resting_ && now_ - lastRestSweep_ >= kAcceptRestMs - kSweepSlackMs) {
       lastRestSweep_ = now_;
@@ -573,6 +715,7 @@ class Pipe {
       lastIdleSweep_ = now_;
       SweepIdle();
       SweepIncoming();
+      SweepPool();
     }
     MoveOut();
     Bury();
@@ -613,7 +756,25 @@ class Pipe {
     }
     for (Command& c : taken) {
       if (c.kind == CommandKind::kConnect) {
+        // A parked connection's registration goes: the tunnel watches the descriptor itself.
+        Release(c.tunnel->ends[kClient].fd);
         StartConnect(c.tunnel);
+        continue;
+      }
+      if (c.kind == CommandKind::kExchange) {
+        StartExchange(c);
+        continue;
+      }
+      if (c.kind == CommandKind::kForward) {
+        Forward(c);
+        continue;
+      }
+      if (c.kind == CommandKind::kReply) {
+        Reply(c);
+        continue;
+      }
+      if (c.kind == CommandKind::kDropPool) {
+        DropPool();
         continue;
       }
       if (c.kind == CommandKind::kListen) {
@@ -840,9 +1001,10 @@ class Pipe {
       // The request is often there already: read it before asking epoll.
       if (!ReadHead(in)) continue;
       struct epoll_event ev = {};
-      ev.events = EPOLLIN;
+      ev.events = kClientEvents;
       ev.data.ptr = static_cast<Watched*>(in);
       in->watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) == 0;
+      in->events = kClientEvents;
       if (!in->watched) DropIncoming(in);
     }
   }
@@ -885,14 +1047,46 @@ class Pipe {
     return false;
   }
 
-  /** The connection and what was read of it go to JavaScript. */
+  /**
+   * The connection and what was read of it go to JavaScript. It stays registered, parked, until
+   * JavaScript gives it back (exchange()) or takes it (release(), connect()): what it sends
+   * meanwhile waits in the socket.
+   */
   void HandOverIncoming(Incoming* in, int kind) {
+    if (reported_ == nullptr) reported_ = new std::vector<Event>();
+    reported_->push_back(Event{in->listener->id, kind, in->port, in->fd, std::move(in->bytes), in->ip});
+    in->bytes.clear();
+    in->deadline = 0;
+    // One whose head came with the accept is not registered yet: exchange() registers it.
+    in->parked = true;
+    parked_[in->fd] = in;
+  }
+
+  /** A parked connection that became readable waits, unwatched, for JavaScript. */
+  void Mute(Incoming* in) { SetInterest(in, 0); }
+
+  /**
+   * JavaScript takes a parked connection's descriptor (for a Node socket or a tunnel): the pipe
+   * forgets it. Called on the main thread outside the loop's round, so it is done at once.
+   */
+  void Release(int fd) {
+    auto found = parked_.find(fd);
+    if (found == parked_.end()) return;
+    Incoming* in = found->second;
+    parked_.erase(found);
     if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
     in->watched = false;
-    if (reported_ == nullptr) reported_ = new std::vector<Event>();
-    reported_->push_back(Event{in->listener->id, kind, in->port, in->fd, std::move(in->bytes), std::move(in->ip)});
     in->fd = -1;
     Forget(in);
+  }
+
+  void SetInterest(Incoming* in, uint32_t want) {
+    if (!in->watched || want == in->events) return;
+    struct epoll_event ev = {};
+    ev.events = want;
+    ev.data.ptr = static_cast<Watched*>(in);
+    epoll_ctl(epoll_, EPOLL_CTL_MOD, in->fd, &ev);
+    in->events = want;
   }
 
   void DropIncoming(Incoming* in) {
@@ -925,7 +1119,19 @@ class Pipe {
     for (Incoming* in : incomings_) {
       if (in->listener == l) own.push_back(in);
     }
-    for (Incoming* in : own) DropIncoming(in);
+    for (Incoming* in : own) {
+      in->listener = nullptr;
+      if (in->parked) {
+        // JavaScript still answers it (exchange() or release()), as a connection of no listener.
+        parked_.erase(in->fd);
+        if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
+        in->watched = false;
+        in->fd = -1;
+        Forget(in);
+      } else if (in->exchange == nullptr && !in->lingering) {
+        DropIncoming(in);
+      }
+    }
     if (l->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, l->fd, nullptr);
     l->watched = false;
     if (handBack) {
@@ -957,9 +1163,531 @@ class Pipe {
       if (in->deadline > 0 && now_ >= in->deadline) due.push_back(in);
     }
     for (Incoming* in : due) {
-      if (in->bytes.empty()) DropIncoming(in);
+      if (in->bytes.empty() || in->lingering || in->listener == nullptr) DropIncoming(in);
       else HandOverIncoming(in, kIncomingLate);
     }
+  }
+
+  // --- HTTP exchanges (exchange(), forward(), reply()) ---
+
+  /** An event on a client connection: its head is read, or it is in an exchange, parked, or lingering. */
+  void ClientEvent(Incoming* in, uint32_t events) {
+    if (in->parked) {
+      Mute(in);
+      return;
+    }
+    if (in->exchange != nullptr) {
+      ExchangeClientEvent(in->exchange, events);
+      return;
+    }
+    if (in->lingering) {
+      // Read and dropped until the client's FIN, so that closing cannot reset the last response.
+      char* buffer = buffer_.data();
+      for (;;) {
+        ssize_t got = read(in->fd, buffer, kReadSize);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+        if (got <= 0) {
+          DropIncoming(in);
+          return;
+        }
+      }
+    }
+    ReadHead(in);
+  }
+
+  /**
+   * exchange(): JavaScript gives back a connection whose request it will have forwarded, with the
+   * bytes that followed the request's head.
+   */
+  void StartExchange(Command& c) {
+    auto* ex = new Exchange();
+    ex->id = c.id;
+    ex->noBody = c.noBody;
+    ex->keepAlive = c.keepAlive;
+    ex->retriable = c.retriable;
+    Incoming* in;
+    auto found = parked_.find(c.fd);
+    if (found != parked_.end()) {
+      in = found->second;
+      parked_.erase(found);
+    } else {
+      // Not parked here (its listener has gone): served once, then closed.
+      in = new Incoming();
+      in->fd = c.fd;
+      incomings_.insert(in);
+    }
+    in->parked = false;
+    in->exchange = ex;
+    in->deadline = 0;
+    c.toClient.append(in->bytes);
+    in->bytes.swap(c.toClient);
+    ex->client = in;
+    exchanges_[ex->id] = ex;
+    if (!in->watched) {
+      struct epoll_event ev = {};
+      ev.events = kClientEvents;
+      ev.data.ptr = static_cast<Watched*>(in);
+      in->watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, in->fd, &ev) == 0;
+      in->events = kClientEvents;
+      if (!in->watched) {
+        ClientGone(ex);
+        return;
+      }
+    }
+    SetClientInterest(ex);
+  }
+
+  /** forward(): an attempt of the exchange on a backend (the first, or a failover). */
+  void Forward(Command& c) {
+    auto found = exchanges_.find(c.id);
+    if (found == exchanges_.end() || found->second->attempting || found->second->responded) return;
+    Exchange* ex = found->second;
+    ex->head.swap(c.toUpstream);
+    ex->address = c.address;
+    ex->addressLength = c.addressLength;
+    ex->key.assign(reinterpret_cast<const char*>(&c.address), c.addressLength);
+    ex->connectMs = c.connectMs;
+    ex->responseMs = c.responseMs;
+    ex->idleMs = c.idleMs;
+    poolMs_ = c.poolMs;
+    Attempt(ex);
+  }
+
+  /** reply(): JavaScript's own answer (an error), in place of a backend's. */
+  void Reply(Command& c) {
+    auto found = exchanges_.find(c.id);
+    if (found == exchanges_.end() || found->second->attempting || found->second->responded) return;
+    Exchange* ex = found->second;
+    ex->replying = true;
+    ex->responded = true;
+    ex->complete = true;
+    ex->keepAlive = ex->keepAlive && c.keepAlive;
+    ex->out.swap(c.toClient);
+    FlushClient(ex);
+  }
+
+  /** Sends the request on an idle pooled connection to the backend, or on a new one. */
+  void Attempt(Exchange* ex) {
+    ex->attempting = true;
+    ex->reused = false;
+    ex->connecting = false;
+    ex->sent = false;
+    ex->bytesRead = false;
+    ex->headSent = 0;
+    ex->lastActive = now_;
+    timedExchanges_.insert(ex);
+    auto idle = pool_.find(ex->key);
+    if (idle != pool_.end() && !idle->second.empty()) {
+      Upstream* u = idle->second.back();
+      idle->second.pop_back();
+      u->exchange = ex;
+      ex->upstream = u;
+      ex->reused = true;
+      SendRequest(ex);
+      return;
+    }
+    int fd = socket(ex->address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      FailAttempt(ex, errno);
+      return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto* u = new Upstream();
+    u->fd = fd;
+    u->key = ex->key;
+    u->exchange = ex;
+    ex->upstream = u;
+    ex->connecting = true;
+    if (connect(fd, reinterpret_cast<struct sockaddr*>(&ex->address), ex->addressLength) < 0 &&
+        errno != EINPROGRESS) {
+      FailAttempt(ex, errno);
+      return;
+    }
+    // On loopback the TCP handshake is done within connect(): the request goes out at once.
+    if (IsLoopback(ex->address)) {
+      SendRequest(ex);
+      return;
+    }
+    SetUpstreamInterest(ex->upstream, EPOLLOUT);
+  }
+
+  /**
+   * Writes the request head on the attempt's connection: all of it (the response is awaited), part
+   * (the rest when it is writable), or nothing yet while it connects.
+   */
+  void SendRequest(Exchange* ex) {
+    Upstream* u = ex->upstream;
+    while (ex->headSent < ex->head.size()) {
+      ssize_t sent = send(u->fd, ex->head.data() + ex->headSent, ex->head.size() - ex->headSent, MSG_NOSIGNAL);
+      if (sent < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          SetUpstreamInterest(u, EPOLLOUT);
+          return;
+        }
+        FailAttempt(ex, errno);
+        return;
+      }
+      ex->connecting = false;
+      ex->headSent += static_cast<size_t>(sent);
+    }
+    ex->connecting = false;
+    ex->sent = true;
+    ex->lastActive = now_;
+    SetUpstreamInterest(u, EPOLLIN | EPOLLRDHUP);
+  }
+
+  void SetUpstreamInterest(Upstream* u, uint32_t want) {
+    if (u->watched && want == u->events) return;
+    struct epoll_event ev = {};
+    ev.events = want;
+    ev.data.ptr = static_cast<Watched*>(u);
+    if (u->watched) {
+      epoll_ctl(epoll_, EPOLL_CTL_MOD, u->fd, &ev);
+    } else {
+      if (epoll_ctl(epoll_, EPOLL_CTL_ADD, u->fd, &ev) != 0) {
+        if (u->exchange != nullptr) FailAttempt(u->exchange, errno);
+        return;
+      }
+      u->watched = true;
+    }
+    u->events = want;
+  }
+
+  /** An event on a backend connection: an idle pooled one closes, one in use is written or read. */
+  void UpstreamEvent(Upstream* u, uint32_t events) {
+    Exchange* ex = u->exchange;
+    if (ex == nullptr) {
+      // Idle in the pool: the backend closed it, or sent what no request asked for.
+      ClosePooled(u);
+      return;
+    }
+    if (!ex->sent) {
+      SendRequest(ex);
+      return;
+    }
+    if (events & EPOLLERR) {
+      int error = 0;
+      socklen_t length = sizeof error;
+      getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &error, &length);
+      FailAttempt(ex, error != 0 ? error : ECONNRESET);
+      return;
+    }
+    char* buffer = buffer_.data();
+    ssize_t got = read(u->fd, buffer, kReadSize);
+    if (got > 0) {
+      ex->bytesRead = true;
+      ex->lastActive = now_;
+      Respond(ex, buffer, static_cast<size_t>(got));
+    } else if (got == 0) {
+      UpstreamEnded(ex);
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      FailAttempt(ex, errno);
+    }
+  }
+
+  /** Bytes of the response: its head is rewritten for the client, its body re-framed. */
+  void Respond(Exchange* ex, const char* data, size_t length) {
+    if (!ex->responded) {
+      ex->response.append(data, length);
+      for (;;) {
+        size_t end = roomring_http::HeadEnd(ex->response, 0);
+        if (end == 0) {
+          if (ex->response.size() > kMaxResponseHead) FailAttempt(ex, kBadResponse);
+          return;
+        }
+        roomring_http::ResponseHead head;
+        if (!roomring_http::RewriteHead(ex->response.data(), end, ex->noBody, ex->keepAlive, &head, &ex->out)) {
+          ex->out.clear();
+          FailAttempt(ex, kBadResponse);
+          return;
+        }
+        if (head.status >= 100 && head.status < 200) {
+          ex->response.erase(0, end);
+          continue;
+        }
+        ex->parsed = head;
+        ex->status = head.status;
+        ex->responded = true;
+        ex->remaining = head.length;
+        if (head.framing == roomring_http::Framing::kNone ||
+            (head.framing == roomring_http::Framing::kLength && head.length == 0))
+          ex->complete = true;
+        std::string rest = ex->response.substr(end);
+        ex->response.clear();
+        if (!Body(ex, rest.data(), rest.size())) return;
+        break;
+      }
+    } else if (!Body(ex, data, length)) {
+      return;
+    }
+    FlushClient(ex);
+  }
+
+  /** Frames body bytes for the client; false when the exchange was abandoned (a bad chunk). */
+  bool Body(Exchange* ex, const char* data, size_t length) {
+    if (length == 0) return true;
+    if (ex->complete) {
+      ex->clean = false;
+      return true;
+    }
+    switch (ex->parsed.framing) {
+      case roomring_http::Framing::kLength: {
+        size_t take = length < ex->remaining ? length : static_cast<size_t>(ex->remaining);
+        ex->out.append(data, take);
+        ex->remaining -= take;
+        if (ex->remaining == 0) ex->complete = true;
+        if (take < length) ex->clean = false;
+        break;
+      }
+      case roomring_http::Framing::kChunked: {
+        size_t used = 0;
+        auto result = ex->dechunker.Feed(data, length, &ex->out, &used);
+        if (result == roomring_http::Dechunker::Result::kBad) {
+          Abandon(ex);
+          return false;
+        }
+        if (result == roomring_http::Dechunker::Result::kDone) {
+          ex->out.append(roomring_http::kLastChunk);
+          ex->complete = true;
+          if (used < length) ex->clean = false;
+        }
+        break;
+      }
+      case roomring_http::Framing::kClose:
+        roomring_http::AppendChunk(data, length, &ex->out);
+        break;
+      case roomring_http::Framing::kNone:
+        break;
+    }
+    return true;
+  }
+
+  /** The backend closed its side: a body that runs to the close ends, anything else was cut. */
+  void UpstreamEnded(Exchange* ex) {
+    if (ex->responded && !ex->complete && ex->parsed.framing == roomring_http::Framing::kClose) {
+      ex->out.append(roomring_http::kLastChunk);
+      ex->complete = true;
+      ex->clean = false;
+      FlushClient(ex);
+      return;
+    }
+    if (ex->complete) {
+      // After a whole response: the connection is not pooled. The client may still be written.
+      ex->clean = false;
+      SetUpstreamInterest(ex->upstream, 0);
+      return;
+    }
+    FailAttempt(ex, ECONNRESET);
+  }
+
+  /** Writes what the client has not taken yet; the exchange ends once the response is all written. */
+  void FlushClient(Exchange* ex) {
+    Incoming* in = ex->client;
+    while (ex->outOffset < ex->out.size()) {
+      ssize_t sent = send(in->fd, ex->out.data() + ex->outOffset, ex->out.size() - ex->outOffset, MSG_NOSIGNAL);
+      if (sent < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        ClientGone(ex);
+        return;
+      }
+      ex->outOffset += static_cast<size_t>(sent);
+      ex->lastActive = now_;
+    }
+    if (ex->outOffset == ex->out.size()) {
+      ex->out.clear();
+      ex->outOffset = 0;
+      if (ex->complete) {
+        Finish(ex);
+        return;
+      }
+    }
+    SetClientInterest(ex);
+    // The backend is not read while the client has bytes to take (back-pressure).
+    if (ex->upstream != nullptr && ex->sent && !ex->complete)
+      SetUpstreamInterest(ex->upstream, ex->out.empty() ? EPOLLIN | EPOLLRDHUP : 0);
+  }
+
+  void SetClientInterest(Exchange* ex) {
+    Incoming* in = ex->client;
+    uint32_t want = EPOLLRDHUP;
+    if (in->bytes.size() < kMaxHead) want |= EPOLLIN;
+    if (!ex->out.empty()) want |= EPOLLOUT;
+    SetInterest(in, want);
+  }
+
+  /**
+   * The client of an exchange: written when it can take more, read for what it sends next (kept
+   * for after the response), and gone at its FIN or an error, as on the JavaScript path.
+   */
+  void ExchangeClientEvent(Exchange* ex, uint32_t events) {
+    Incoming* in = ex->client;
+    if (events & (EPOLLERR | EPOLLRDHUP | EPOLLHUP)) {
+      ClientGone(ex);
+      return;
+    }
+    if (events & EPOLLIN) {
+      char* buffer = buffer_.data();
+      ssize_t got = read(in->fd, buffer, kMaxHead - in->bytes.size());
+      if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        ClientGone(ex);
+        return;
+      }
+      if (got > 0) in->bytes.append(buffer, static_cast<size_t>(got));
+    }
+    if (events & EPOLLOUT) {
+      FlushClient(ex);
+      return;
+    }
+    SetClientInterest(ex);
+  }
+
+  /**
+   * An attempt failed. After the response began, the exchange is abandoned; a stale pooled
+   * connection is tried again once for a retriable request; else JavaScript decides (failover or
+   * an error answer) and the exchange waits.
+   */
+  void FailAttempt(Exchange* ex, int code) {
+    if (ex->dead) return;
+    if (ex->responded) {
+      Abandon(ex);
+      return;
+    }
+    bool stale = ex->reused && !ex->bytesRead;
+    if (stale && code == EPIPE) code = ECONNRESET;
+    bool connected = !ex->connecting;
+    CloseUpstream(ex);
+    ex->response.clear();
+    if (stale && code == ECONNRESET && ex->retriable && !ex->resent) {
+      ex->resent = true;
+      Attempt(ex);
+      return;
+    }
+    ex->attempting = false;
+    timedExchanges_.erase(ex);
+    Report(ex->id, kExchangeFailed, code, (connected ? 1 : 0) | (stale ? 2 : 0));
+  }
+
+  /** Closes the attempt's backend connection. */
+  void CloseUpstream(Exchange* ex) {
+    Upstream* u = ex->upstream;
+    if (u == nullptr) return;
+    ex->upstream = nullptr;
+    u->exchange = nullptr;
+    DiscardUpstream(u);
+  }
+
+  void DiscardUpstream(Upstream* u) {
+    if (u->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, u->fd, nullptr);
+    u->watched = false;
+    close(u->fd);
+    u->fd = -1;
+    u->dead = true;
+    deadUpstreams_.push_back(u);
+  }
+
+  /** The response is all written: the backend connection is pooled, the client reads its next head. */
+  void Finish(Exchange* ex) {
+    Upstream* u = ex->upstream;
+    if (u != nullptr) {
+      if (ex->parsed.keepAlive && ex->clean && poolMs_ > 0) {
+        ex->upstream = nullptr;
+        u->exchange = nullptr;
+        u->since = now_;
+        pool_[u->key].push_back(u);
+        SetUpstreamInterest(u, EPOLLIN | EPOLLRDHUP);
+      } else {
+        CloseUpstream(ex);
+      }
+    }
+    Incoming* in = ex->client;
+    bool keep = ex->keepAlive && in->listener != nullptr;
+    EndExchange(ex, ex->status);
+    if (!keep) {
+      Linger(in);
+      return;
+    }
+    in->deadline = now_ + in->listener->idleMs;
+    if (!in->bytes.empty()) {
+      if (HeadEnds(in->bytes, 0) || in->bytes.size() >= kMaxHead) {
+        HandOverIncoming(in, kIncoming);
+        return;
+      }
+      // A pipelined head's time starts now, after the response before it.
+      in->deadline = in->listener->headMs > 0 ? now_ + in->listener->headMs : 0;
+    }
+    SetInterest(in, kClientEvents);
+  }
+
+  /** The exchange is over: JavaScript is told, and the client is the exchange's no more. */
+  void EndExchange(Exchange* ex, int status) {
+    ex->dead = true;
+    ex->client->exchange = nullptr;
+    timedExchanges_.erase(ex);
+    exchanges_.erase(ex->id);
+    deadExchanges_.push_back(ex);
+    Report(ex->id, kExchangeDone, status);
+  }
+
+  /** Ends our side and drops what the client still sends until its FIN or kLingerMs. */
+  void Linger(Incoming* in) {
+    shutdown(in->fd, SHUT_WR);
+    in->lingering = true;
+    in->bytes.clear();
+    in->deadline = now_ + kLingerMs;
+    SetInterest(in, kClientEvents);
+  }
+
+  /** Gives up mid-response: both connections close, and the client sees the cut. */
+  void Abandon(Exchange* ex) {
+    CloseUpstream(ex);
+    Incoming* in = ex->client;
+    EndExchange(ex, ex->status);
+    DropIncoming(in);
+  }
+
+  /** The client went away (or failed): the backend connection closes with it. */
+  void ClientGone(Exchange* ex) { Abandon(ex); }
+
+  /** Attempts past their limit fail: connecting, awaiting the response, or silent mid-response. */
+  void SweepExchanges() {
+    std::vector<Exchange*> due;
+    for (Exchange* ex : timedExchanges_) {
+      int64_t limit = ex->connecting ? ex->connectMs : ex->responded ? ex->idleMs : ex->responseMs;
+      if (ex->attempting && limit > 0 && now_ - ex->lastActive >= limit) due.push_back(ex);
+    }
+    for (Exchange* ex : due) FailAttempt(ex, ex->connecting ? kConnectTimedOut : kResponseTimedOut);
+  }
+
+  /** Idle pooled connections older than the pool's keep-alive time close (every second). */
+  void SweepPool() {
+    for (auto& entry : pool_) {
+      auto& idle = entry.second;
+      idle.erase(std::remove_if(idle.begin(), idle.end(),
+                                [this](Upstream* u) {
+                                  if (now_ - u->since < poolMs_) return false;
+                                  DiscardUpstream(u);
+                                  return true;
+                                }),
+                 idle.end());
+    }
+  }
+
+  void ClosePooled(Upstream* u) {
+    auto& idle = pool_[u->key];
+    idle.erase(std::remove(idle.begin(), idle.end(), u), idle.end());
+    DiscardUpstream(u);
+  }
+
+  /** Every idle pooled connection closes (the proxy stops). */
+  void DropPool() {
+    for (auto& entry : pool_) {
+      for (Upstream* u : entry.second) DiscardUpstream(u);
+    }
+    pool_.clear();
   }
 
   void StartClosing(Tunnel* t, int64_t ms) {
@@ -1201,6 +1929,10 @@ class Pipe {
     deadIncomings_.clear();
     for (Listener* l : deadListeners_) delete l;
     deadListeners_.clear();
+    for (Exchange* ex : deadExchanges_) delete ex;
+    deadExchanges_.clear();
+    for (Upstream* u : deadUpstreams_) delete u;
+    deadUpstreams_.clear();
     // On the main thread, Deliver() takes them.
     if (reported_ != nullptr && threaded_) {
       if (napi_call_threadsafe_function(closed_, reported_, napi_tsfn_nonblocking) != napi_ok) DropEvents(reported_);
@@ -1254,6 +1986,15 @@ class Pipe {
   std::unordered_set<Incoming*> incomings_;
   std::vector<Incoming*> deadIncomings_;
   std::vector<Listener*> deadListeners_;
+  // The HTTP exchanges (main loop): by id, those with a deadline, the parked connections by
+  // descriptor, the idle backend connections by address, and how long those stay.
+  std::unordered_map<uint64_t, Exchange*> exchanges_;
+  std::unordered_set<Exchange*> timedExchanges_;
+  std::unordered_map<int, Incoming*> parked_;
+  std::unordered_map<std::string, std::vector<Upstream*>> pool_;
+  int64_t poolMs_ = 0;
+  std::vector<Exchange*> deadExchanges_;
+  std::vector<Upstream*> deadUpstreams_;
   // A listener rests for want of descriptors.
   bool resting_ = false;
   int64_t now_ = NowMs();
@@ -1378,6 +2119,25 @@ std::string Text(napi_env env, napi_value value) {
   return std::string(buffer, length);
 }
 
+/** Fills `address` from an IPv4 or IPv6 literal and a port; false for anything else. */
+bool ParseAddress(const std::string& ip, int port, struct sockaddr_storage* address, socklen_t* length) {
+  auto* v4 = reinterpret_cast<struct sockaddr_in*>(address);
+  auto* v6 = reinterpret_cast<struct sockaddr_in6*>(address);
+  if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    *length = sizeof *v4;
+    return true;
+  }
+  if (inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    *length = sizeof *v6;
+    return true;
+  }
+  return false;
+}
+
 /**
  * connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs, owned): the tunnel's id. The
  * pipe connects to ip:port (an IPv4 or IPv6 literal), sends `handshake`, and forwards from then
@@ -1393,19 +2153,7 @@ napi_value Connect(napi_env env, napi_callback_info info) {
   bool owned = false;
   napi_get_value_bool(env, argv[7], &owned);
   auto* t = new Tunnel();
-  std::string ip = Text(env, argv[1]);
-  int port = static_cast<int>(Int(env, argv[2]));
-  auto* v4 = reinterpret_cast<struct sockaddr_in*>(&t->address);
-  auto* v6 = reinterpret_cast<struct sockaddr_in6*>(&t->address);
-  if (inet_pton(AF_INET, ip.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(port));
-    t->addressLength = sizeof *v4;
-  } else if (inet_pton(AF_INET6, ip.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(port));
-    t->addressLength = sizeof *v6;
-  } else {
+  if (!ParseAddress(Text(env, argv[1]), static_cast<int>(Int(env, argv[2])), &t->address, &t->addressLength)) {
     delete t;
     return Throw(env, "connect() needs an IPv4 or IPv6 address");
   }
@@ -1520,6 +2268,105 @@ napi_value MoveAfter(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+/** A Buffer's bytes, or a string's as latin1. */
+std::string Latin1(napi_env env, napi_value value) {
+  napi_valuetype type;
+  napi_typeof(env, value, &type);
+  if (type != napi_string) return Bytes(env, value);
+  size_t length = 0;
+  napi_get_value_string_latin1(env, value, nullptr, 0, &length);
+  std::string out(length, '\0');
+  napi_get_value_string_latin1(env, value, &out[0], length + 1, &length);
+  return out;
+}
+
+bool Bool(napi_env env, napi_value value) {
+  bool out = false;
+  napi_get_value_bool(env, value, &out);
+  return out;
+}
+
+/**
+ * exchange(fd, rest, noBody, keepAlive, retriable): the exchange's id. JavaScript gives back an
+ * accepted connection whose request head it read, with `rest` (what followed the head); forward()
+ * or reply() follows. The descriptor is the pipe's from here, unless an error is thrown.
+ */
+napi_value StartExchange(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  Pipe* pipe = WorkingPipe(env);
+  if (pipe == nullptr) return nullptr;
+  if (!Args(env, info, 5, argv)) return Throw(env, "exchange(fd, rest, noBody, keepAlive, retriable)");
+  Command command;
+  command.kind = CommandKind::kExchange;
+  command.id = pipe->NextId();
+  command.fd = static_cast<int>(Int(env, argv[0]));
+  command.toClient = Bytes(env, argv[1]);
+  command.noBody = Bool(env, argv[2]);
+  command.keepAlive = Bool(env, argv[3]);
+  command.retriable = Bool(env, argv[4]);
+  uint64_t id = command.id;
+  if (!pipe->Push(std::move(command))) return Throw(env, "the pipe has stopped");
+  napi_value out;
+  napi_create_double(env, static_cast<double>(id), &out);
+  return out;
+}
+
+/**
+ * forward(id, ip, port, head, connectMs, responseMs, idleMs, poolMs): sends the exchange's request
+ * (`head`, a latin1 string) to ip:port on a pooled or new connection; idle connections stay pooled
+ * for poolMs (0: none is kept).
+ */
+napi_value Forward(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr || !Args(env, info, 8, argv))
+    return Throw(env, "forward(id, ip, port, head, connectMs, responseMs, idleMs, poolMs)");
+  Command command;
+  command.kind = CommandKind::kForward;
+  command.id = static_cast<uint64_t>(Int(env, argv[0]));
+  if (!ParseAddress(Text(env, argv[1]), static_cast<int>(Int(env, argv[2])), &command.address,
+                    &command.addressLength))
+    return Throw(env, "forward() needs an IPv4 or IPv6 address");
+  command.toUpstream = Latin1(env, argv[3]);
+  command.connectMs = Int(env, argv[4]);
+  command.responseMs = Int(env, argv[5]);
+  command.idleMs = Int(env, argv[6]);
+  command.poolMs = Int(env, argv[7]);
+  pipe->Push(std::move(command));
+  return nullptr;
+}
+
+/** reply(id, response, keepAlive): answers the exchange's client with `response` (a latin1 string). */
+napi_value Reply(napi_env env, napi_callback_info info) {
+  return PushById(env, info, CommandKind::kReply, 3, "reply(id, response, keepAlive)",
+                  [env](Command& command, napi_value* argv) {
+                    command.toClient = Latin1(env, argv[1]);
+                    command.keepAlive = Bool(env, argv[2]);
+                  });
+}
+
+/**
+ * release(fd): JavaScript takes an accepted connection's descriptor for itself (a Node socket, a
+ * tunnel, or to close it); the pipe stops watching it at once.
+ */
+napi_value Release(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr || !Args(env, info, 1, argv)) return Throw(env, "release(fd)");
+  pipe->TakeParked(static_cast<int>(Int(env, argv[0])));
+  return nullptr;
+}
+
+/** dropPool(): closes the idle pooled backend connections of the exchanges. */
+napi_value DropPool(napi_env env, napi_callback_info info) {
+  Pipe* pipe = PipeOf(env);
+  if (pipe == nullptr) return Throw(env, "dropPool()");
+  Command command;
+  command.kind = CommandKind::kDropPool;
+  pipe->Push(std::move(command));
+  return nullptr;
+}
+
 /** destroy(id): closes both sockets now. */
 napi_value Destroy(napi_env env, napi_callback_info info) {
   return PushById(env, info, CommandKind::kDestroy, 1, "destroy(id)", [](Command&, napi_value*) {});
@@ -1536,6 +2383,11 @@ napi_value Init(napi_env env, napi_value exports) {
       {"unlisten", nullptr, Unlisten, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"limits", nullptr, Limits, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"moveAfter", nullptr, MoveAfter, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"exchange", nullptr, StartExchange, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"forward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"reply", nullptr, Reply, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dropPool", nullptr, DropPool, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods);
   return exports;

@@ -3,13 +3,20 @@
 // the response): Node's http client and agent cost more CPU per request than the rest of the proxy.
 // The request body is sent only once the backend connection is open, so a refused connection can
 // be retried on the ring successor without losing a byte.
+//
+// A bodiless HTTP/1.1 request on a connection the native pipe accepted is forwarded by the pipe
+// itself (PipedExchange): JavaScript routes it and writes its head, the pipe does the I/O, and
+// failures come back here for the same failover and error answers.
 
+import { isIP } from 'node:net';
 import type { ErrorCode } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
 import type { AbortListener, ClientExchange, ClientRequest } from './client-exchange.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
+import type { Accepted, ExchangeListener, NativePipe } from './native-pipe.js';
 import type { ProxyObserver } from './observer.js';
+import { errorResponse } from './reply.js';
 import {
   type ResponseFormatError,
   type ResponseHead,
@@ -41,6 +48,16 @@ function isRetriable(req: ClientRequest): boolean {
   return IDEMPOTENT.has(req.method) && !req.hasBody;
 }
 
+/** The head of a request as a backend gets it (without a body's framing field). */
+function backendHead(req: ClientRequest, headers: readonly string[]): string {
+  let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
+  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return head;
+}
+
+/** What follows a failed attempt: the same backend once more, another backend, or an error answer. */
+type AfterFailure = { resend: true } | { backend: Backend } | { error: ErrorCode };
+
 /** One client request on its way through one or more attempts. */
 interface Exchange {
   readonly client: ClientExchange;
@@ -54,6 +71,8 @@ interface Exchange {
 
 export class HttpForwarder {
   private readonly upstream: UpstreamPool;
+  /** The native pipe, once it has forwarded a request (its pooled connections close with this). */
+  private pipe: NativePipe | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -99,34 +118,146 @@ export class HttpForwarder {
     connected: boolean,
     reusedSocket: boolean,
   ): void {
-    // A pooled socket the backend closed as we reused it: nothing was processed, try once more.
-    if (reusedSocket && code === 'ECONNRESET' && isRetriable(exchange.client.request) && !exchange.resent) {
+    const after = this.afterFailure(exchange, backend, code, connected, reusedSocket);
+    if ('resend' in after) {
       exchange.resent = true;
       this.attempt(exchange, backend);
-      return;
-    }
+    } else if ('backend' in after) this.attempt(exchange, after.backend);
+    else exchange.client.replyError(after.error);
+  }
+
+  /** @internal What follows a failed attempt (an error answer is counted here). */
+  afterFailure(
+    exchange: Pick<Exchange, 'room' | 'tried' | 'resent'> & { client: { request: ClientRequest } },
+    backend: Backend,
+    code: string,
+    connected: boolean,
+    reusedSocket: boolean,
+  ): AfterFailure {
+    const retriable = isRetriable(exchange.client.request);
+    // A pooled socket the backend closed as we reused it: nothing was processed, try once more.
+    if (reusedSocket && code === 'ECONNRESET' && retriable && !exchange.resent) return { resend: true };
     // A backend dying as we connect may accept and then reset: for an idempotent request without a
     // body nothing is lost by sending it on (RFC 9110 section 9.2.2), so it fails over like a refusal.
-    const resetBeforeAnswer = code === 'ECONNRESET' && !reusedSocket && isRetriable(exchange.client.request);
+    const resetBeforeAnswer = code === 'ECONNRESET' && !reusedSocket && retriable;
     if ((!connected && CONNECT_ERRORS.has(code)) || resetBeforeAnswer) {
       this.pool.reportFailure(backend);
       const next =
         exchange.tried.size <= this.options.retries
           ? nextBackend(this.pool, exchange.room, exchange.tried)
           : undefined;
-      if (next !== undefined) {
-        this.attempt(exchange, next);
-        return;
-      }
+      if (next !== undefined) return { backend: next };
     }
     const error = errorCodeOf(code);
     this.observer?.error(error);
-    exchange.client.replyError(error);
+    return { error };
+  }
+
+  /**
+   * Hands a request on a connection the native pipe accepted back to the pipe, which forwards it
+   * (`send()`) or answers it (`replyError()`). Undefined when the pipe cannot take it: the
+   * connection is still the caller's.
+   */
+  inPipe(
+    pipe: NativePipe,
+    accepted: Accepted,
+    request: ClientRequest,
+    rest: Buffer,
+    keepAlive: boolean,
+    onDone: () => void,
+  ): PipedExchange | undefined {
+    const exchange = new PipedExchange(this, pipe, request, keepAlive, onDone);
+    const id = pipe.exchange(
+      accepted,
+      rest,
+      { noBody: request.method === 'HEAD', keepAlive, retriable: isRetriable(request) },
+      exchange,
+    );
+    if (id === undefined) return undefined;
+    this.pipe = pipe;
+    exchange.id = id;
+    return exchange;
+  }
+
+  /** @internal */
+  get forwardOptions(): ForwardOptions {
+    return this.options;
   }
 
   close(): void {
     this.upstream.close();
+    this.pipe?.dropPool();
   }
+}
+
+/**
+ * A request the native pipe forwards: JavaScript picks the backend and writes the head, the pipe
+ * does the rest. A failed attempt comes back for the same failover and error answers as Attempt's
+ * (the pipe has already sent a request again once after a stale pooled connection).
+ */
+export class PipedExchange implements ExchangeListener {
+  id = 0;
+  room: string | null = null;
+  readonly tried = new Set<string>();
+  readonly resent = true;
+  private backend: Backend | undefined;
+  private head: string | undefined;
+
+  constructor(
+    private readonly forwarder: HttpForwarder,
+    private readonly pipe: NativePipe,
+    readonly request: ClientRequest,
+    private readonly keepAlive: boolean,
+    private readonly onDone: () => void,
+  ) {}
+
+  /** For afterFailure(): this is the request's client side too. */
+  get client(): { request: ClientRequest } {
+    return this;
+  }
+
+  /** Sends the request to `backend` (a plain-TCP one given by IP address: see `canForward`). */
+  send(room: string | null, backend: Backend): void {
+    this.room = room;
+    this.attempt(backend);
+  }
+
+  private attempt(backend: Backend): void {
+    this.backend = backend;
+    this.tried.add(backend.id);
+    this.head ??= `${backendHead(this.request, requestHeadersFor(this.request, false))}Connection: keep-alive\r\n\r\n`;
+    const { connect, response, idle, keepAlive } = this.forwarder.forwardOptions.timeouts;
+    this.pipe.forward(this.id, backend.host, backend.port, this.head, {
+      connectMs: connect,
+      responseMs: response,
+      idleMs: idle,
+      poolMs: keepAlive,
+    });
+  }
+
+  /** Answers with a coded JSON error (counted by the caller). */
+  replyError(code: ErrorCode): void {
+    this.pipe.reply(this.id, errorResponse(code, this.keepAlive ? undefined : 'close'), this.keepAlive);
+  }
+
+  /** @internal ExchangeListener */
+  attemptFailed(code: string, connected: boolean, stale: boolean): void {
+    const backend = this.backend as Backend;
+    const after = this.forwarder.afterFailure(this, backend, code, connected, stale);
+    if ('backend' in after) this.attempt(after.backend);
+    else if ('error' in after) this.replyError(after.error);
+  }
+
+  /** @internal ExchangeListener */
+  finished(status: number): void {
+    if (status > 0 && this.backend !== undefined) this.forwarder.answered(this.backend, status);
+    this.onDone();
+  }
+}
+
+/** Whether the native pipe can forward to `backend`: plain TCP to an IP address. */
+export function canForwardInPipe(backend: Backend): boolean {
+  return !backend.tls && isIP(backend.host.startsWith('[') ? backend.host.slice(1, -1) : backend.host) !== 0;
 }
 
 /**
@@ -186,9 +317,7 @@ class Attempt implements ResponseSink, UpstreamOwner, AbortListener {
     this.connected = true;
     connection.setTimeout(this.timeouts.response);
     const chunked = req.chunked;
-    let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
-    const headers = this.exchange.headers;
-    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    let head = backendHead(req, this.exchange.headers);
     if (chunked) head += 'Transfer-Encoding: chunked\r\n';
     connection.socket.write(`${head}Connection: keep-alive\r\n\r\n`, 'latin1');
     if (!req.hasBody) {

@@ -5,6 +5,10 @@
 // and opens the backend connection itself, so that side never has a Node socket. The pipe can also
 // accept the listener's connections (`listen()`): each comes to JavaScript as a descriptor with its
 // first request head, so an upgrade goes back to `connect()` without ever having a Node socket.
+// A plain HTTP request on such a connection can go back too (`exchange()`, then `forward()` or
+// `reply()`): the pipe sends the head JavaScript wrote to the backend on a pooled connection,
+// rewrites the response head for the client and re-frames its body, then reads the connection's
+// next head, so a keep-alive client never has a Node socket either.
 // Built by `npm install` on Linux; where it was not built (another OS, no compiler) `nativePipe()`
 // is undefined, tunnels stay on Node sockets and Node accepts.
 
@@ -33,6 +37,20 @@ interface Binding {
   limits(id: number, headMs: number, idleMs: number): void;
   closeWith(id: number, toClient: Buffer, toUpstream: Buffer, graceMs: number): void;
   destroy(id: number): void;
+  exchange(fd: number, rest: Buffer, noBody: boolean, keepAlive: boolean, retriable: boolean): number;
+  forward(
+    id: number,
+    ip: string,
+    port: number,
+    head: string,
+    connectMs: number,
+    responseMs: number,
+    idleMs: number,
+    poolMs: number,
+  ): void;
+  reply(id: number, response: string, keepAlive: boolean): void;
+  release(fd: number): void;
+  dropPool(): void;
 }
 
 // Event kinds, as pipe.cc numbers them; each event is four numbers: id, kind, a, b.
@@ -44,6 +62,15 @@ const ANSWER_TIMED_OUT = 4;
 const INCOMING = 5;
 const INCOMING_LATE = 6;
 const LISTENER_BACK = 7;
+const EXCHANGE_DONE = 8;
+const EXCHANGE_FAILED = 9;
+
+/** Failure codes of an exchange's attempt besides errno values, as pipe.cc numbers them. */
+const EXCHANGE_CODES = new Map([
+  [-1, 'ROOMRING_CONNECT_TIMEOUT'],
+  [-2, 'ROOMRING_RESPONSE_TIMEOUT'],
+  [-3, 'ROOMRING_BAD_RESPONSE'],
+]);
 
 /** The code of a connect that did not finish within its time, as the JavaScript path names it. */
 export const PIPE_CONNECT_TIMEOUT = 'ROOMRING_CONNECT_TIMEOUT';
@@ -63,6 +90,40 @@ export interface ConnectListener {
   unanswered(client: Socket): void;
   /** The pipe closed both sockets. */
   closed(): void;
+}
+
+/** What an HTTP exchange in the pipe (`exchange()`) hears from it. */
+export interface ExchangeListener {
+  /**
+   * An attempt failed before the response began (`code`: an errno name, or the JavaScript path's
+   * ROOMRING_CONNECT_TIMEOUT, ROOMRING_RESPONSE_TIMEOUT, ROOMRING_BAD_RESPONSE); `connected`: the
+   * connection was open; `stale`: a pooled one that failed before it sent anything. The exchange
+   * waits for `forward()` (failover) or `reply()`.
+   */
+  attemptFailed(code: string, connected: boolean, stale: boolean): void;
+  /** The exchange is over: answered (`status`), or abandoned, or its client gone (`status` 0 if no answer came). */
+  finished(status: number): void;
+}
+
+/** What an HTTP exchange's request is, for the pipe. */
+export interface ExchangeRequest {
+  /** A HEAD request: the response has no body. */
+  noBody: boolean;
+  /** The client's connection stays open after the response. */
+  keepAlive: boolean;
+  /** Idempotent and bodiless: sent once more after a pooled connection turned out stale. */
+  retriable: boolean;
+}
+
+/** Limits of an exchange's attempt, in ms; 0 for none. */
+export interface ForwardLimits {
+  connectMs: number;
+  /** Silence awaiting the response head. */
+  responseMs: number;
+  /** Silence once the response has begun. */
+  idleMs: number;
+  /** How long an idle backend connection stays pooled (0: none is kept). */
+  poolMs: number;
 }
 
 /** Limits of a tunnel started by `connect()`, in ms; 0 for none. */
@@ -146,9 +207,29 @@ export interface NativePipe {
   destroy(id: number): void;
   /** How long a tunnel is forwarded on the main thread before it moves to the pipe thread. */
   moveAfter(ms: number): void;
+  /**
+   * Gives an accepted connection back to the pipe for one HTTP request, whose head JavaScript has
+   * read (`rest`: the bytes after it); `forward()` or `reply()` follows. Undefined when the pipe
+   * cannot take it (its main loop stopped): the caller still owns the descriptor.
+   */
+  exchange(
+    client: Accepted,
+    rest: Buffer,
+    request: ExchangeRequest,
+    listener: ExchangeListener,
+  ): number | undefined;
+  /** Sends an exchange's request (`head`, whole, latin1) to `ip`:`port`, an IP literal. */
+  forward(id: number, ip: string, port: number, head: string, limits: ForwardLimits): void;
+  /** Answers an exchange's client with a whole response of JavaScript's own. */
+  reply(id: number, response: string, keepAlive: boolean): void;
+  /** Closes the idle pooled backend connections of the exchanges. */
+  dropPool(): void;
 }
 
 const BUILD = '../../build/Release/roomring_pipe.node';
+
+/** The loaded binding's release(), for socketOf(). */
+let releaseFd: ((fd: number) => void) | undefined;
 
 let loaded: NativePipe | null | undefined;
 let missing: string | undefined;
@@ -165,7 +246,7 @@ export function nativePipeMissing(): string | undefined {
   return missing;
 }
 
-type Listener = Partial<ConnectListener> & Pick<ConnectListener, 'closed'> & Partial<AcceptListener>;
+type Listener = Partial<ConnectListener> & Partial<AcceptListener> & Partial<ExchangeListener>;
 
 function load(): NativePipe | null {
   if (process.platform !== 'linux') {
@@ -183,11 +264,13 @@ function load(): NativePipe | null {
   if (
     typeof binding.start !== 'function' ||
     typeof binding.connect !== 'function' ||
-    typeof binding.moveAfter !== 'function'
+    typeof binding.moveAfter !== 'function' ||
+    typeof binding.exchange !== 'function'
   ) {
     missing = 'the native addon is from another version: rebuild it with `npm run install`';
     return null;
   }
+  releaseFd = (fd) => binding.release(fd);
   const listeners = new Map<number, Listener>();
   // Open tunnels keep the process alive, as their sockets did: shutdown waits for them.
   let alive: NodeJS.Timeout | undefined;
@@ -205,7 +288,13 @@ function load(): NativePipe | null {
       const a = events[i + 2] as number;
       const b = events[i + 3] as number;
       const listener = listeners.get(id);
-      if (kind === CLOSED || kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT || kind === LISTENER_BACK)
+      if (
+        kind === CLOSED ||
+        kind === CONNECT_FAILED ||
+        kind === ANSWER_TIMED_OUT ||
+        kind === LISTENER_BACK ||
+        kind === EXCHANGE_DONE
+      )
         listeners.delete(id);
       try {
         if (kind === INCOMING || kind === INCOMING_LATE) {
@@ -213,18 +302,23 @@ function load(): NativePipe | null {
           const length = payloads[p++] as number;
           const bytes = all === undefined ? Buffer.alloc(0) : all.subarray(offset, offset + length);
           offset += length;
-          if (listener?.accepted === undefined) closeFd(b);
-          else
+          if (listener?.accepted === undefined) {
+            binding.release(b);
+            closeFd(b);
+          } else
             listener.accepted({ fd: b, bytes, remoteAddress, remotePort: a, late: kind === INCOMING_LATE });
         } else if (kind === LISTENER_BACK) {
           if (listener?.back === undefined) closeFd(b);
           else listener.back(b);
-        } else if (kind === CLOSED) listener?.closed();
+        } else if (kind === EXCHANGE_DONE) listener?.finished?.(a);
+        else if (kind === EXCHANGE_FAILED)
+          listener?.attemptFailed?.(EXCHANGE_CODES.get(a) ?? errnoName(a), (b & 1) !== 0, (b & 2) !== 0);
+        else if (kind === CLOSED) listener?.closed?.();
         else if (kind === CONNECTED) listener?.connected?.();
         else if (kind === ANSWERED) listener?.answered?.(a);
         else if (kind === CONNECT_FAILED || kind === ANSWER_TIMED_OUT) {
           const client = socketOf(b);
-          if (client === undefined) listener?.closed();
+          if (client === undefined) listener?.closed?.();
           else if (listener === undefined) client.destroy();
           else if (kind === CONNECT_FAILED)
             listener.failed?.(a === 0 ? PIPE_CONNECT_TIMEOUT : errnoName(a), client);
@@ -316,6 +410,31 @@ function load(): NativePipe | null {
     closeWith: (id, toClient, toUpstream, graceMs) => binding.closeWith(id, toClient, toUpstream, graceMs),
     destroy: (id) => binding.destroy(id),
     moveAfter: (ms) => binding.moveAfter(ms),
+    exchange(client, rest, request, listener) {
+      if (client.fd < 0) return undefined;
+      let id: number;
+      try {
+        id = binding.exchange(client.fd, rest, request.noBody, request.keepAlive, request.retriable);
+      } catch {
+        return undefined;
+      }
+      client.fd = -1;
+      track(id, listener);
+      return id;
+    },
+    forward: (id, ip, port, head, limits) =>
+      binding.forward(
+        id,
+        ip.startsWith('[') ? ip.slice(1, -1) : ip,
+        port,
+        head,
+        limits.connectMs,
+        limits.responseMs,
+        limits.idleMs,
+        limits.poolMs,
+      ),
+    reply: (id, response, keepAlive) => binding.reply(id, response, keepAlive),
+    dropPool: () => binding.dropPool(),
   };
 }
 
@@ -337,6 +456,8 @@ export function socketOf(from: number | Accepted): Socket | undefined {
   const fd = typeof from === 'number' ? from : from.fd;
   if (typeof from !== 'number') from.fd = -1;
   if (fd < 0) return undefined;
+  // An accepted connection is still registered with the pipe, parked: it lets go of it first.
+  if (typeof from !== 'number') releaseFd?.(fd);
   try {
     return new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
   } catch {

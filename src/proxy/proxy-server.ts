@@ -4,8 +4,9 @@
 //
 // With the native pipe, Node binds the listening socket and the pipe accepts on it: a connection
 // comes here with its first head, an upgrade goes straight back to the pipe (no Node socket is
-// made for it), and any other connection gets a Node socket and a ClientConnection that starts
-// with the bytes the pipe read.
+// made for it), a bodiless HTTP/1.1 request goes back to the pipe, which forwards it and reads the
+// connection's next head (PipedExchange), and any other connection gets a Node socket and a
+// ClientConnection that starts with the bytes the pipe read.
 
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Placer } from '../affinity/placement.js';
@@ -16,7 +17,7 @@ import { compileRoomKey, type RoomKeyFn, type RoomSource } from '../room/room-ke
 import { ClientConnection, type ConnectionHandler } from './client-connection.js';
 import { type ClientExchange, ClientRequest } from './client-exchange.js';
 import { ConnectionTracker } from './connections.js';
-import { type ForwardOptions, HttpForwarder } from './http-forward.js';
+import { canForwardInPipe, type ForwardOptions, HttpForwarder } from './http-forward.js';
 import {
   type Accepted,
   type AcceptLimits,
@@ -27,7 +28,7 @@ import {
 } from './native-pipe.js';
 import type { ProxyObserver } from './observer.js';
 import { destroyOnError, replyErrorOnSocket } from './reply.js';
-import { firstUpgrade } from './request-parser.js';
+import { firstHead, type ParsedHead } from './request-parser.js';
 import { WebSocketForwarder } from './ws-forward.js';
 import { CLOSE_GOING_AWAY } from './ws-frames.js';
 
@@ -56,6 +57,8 @@ export class ProxyServer implements ConnectionHandler {
   /** Upgrades whose backend is being chosen (a lease claim), and who waits for none. */
   private placing = 0;
   private onPlaced: (() => void) | undefined;
+  /** Requests the native pipe is forwarding (PipedExchange), which shutdown waits for. */
+  private piped = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -141,26 +144,91 @@ export class ProxyServer implements ConnectionHandler {
     this.server.close();
   }
 
-  /** A connection the pipe accepted, with its first head (unless it came late). */
+  /** A connection the pipe accepted, with its next head (unless it came late). */
   private accepted(accepted: Accepted): void {
     try {
-      const upgrade = accepted.late ? undefined : firstUpgrade(accepted.bytes);
-      if (upgrade !== undefined && upgrade.head.method !== 'CONNECT') {
-        const req = new ClientRequest(upgrade.head, accepted);
-        this.upgrade(req, accepted, accepted.bytes.subarray(upgrade.used));
+      const first = accepted.late ? undefined : firstHead(accepted.bytes);
+      if (first?.head.upgrade === true && first.head.method !== 'CONNECT') {
+        const req = new ClientRequest(first.head, accepted);
+        this.upgrade(req, accepted, accepted.bytes.subarray(first.used));
         return;
       }
-      const socket = socketOf(accepted);
-      if (socket === undefined) return;
-      const connection = new ClientConnection(socket, this);
-      this.connections.add(connection);
-      connection.data(accepted.bytes);
-      if (accepted.late) connection.timeOutHead();
+      if (first !== undefined && !this.closing && this.accepting !== undefined) {
+        const req = new ClientRequest(first.head, accepted);
+        if (pipeable(req, first.head)) {
+          this.routeInPipe(req, accepted, accepted.bytes.subarray(first.used));
+          return;
+        }
+      }
+      this.serveInNode(accepted);
     } catch (error) {
       // A descriptor nobody took is closed, not leaked.
       socketOf(accepted)?.destroy();
       throw error;
     }
+  }
+
+  /** Serves an accepted connection on a Node socket, starting with the bytes the pipe read. */
+  private serveInNode(accepted: Accepted): void {
+    const socket = socketOf(accepted);
+    if (socket === undefined) return;
+    const connection = new ClientConnection(socket, this);
+    this.connections.add(connection);
+    connection.data(accepted.bytes);
+    if (accepted.late) connection.timeOutHead();
+  }
+
+  /** Routes a bodiless request, then lets the pipe forward it (or serves it in Node when the pipe cannot). */
+  private routeInPipe(req: ClientRequest, accepted: Accepted, rest: Buffer): void {
+    const target = this.target(req);
+    if (!(target instanceof Promise)) {
+      if (!this.forwardInPipe(req, accepted, rest, target)) this.serveInNode(accepted);
+      return;
+    }
+    // Shutdown waits for requests whose backend is still being chosen.
+    this.placing++;
+    target
+      .then((t) => {
+        if (!this.forwardInPipe(req, accepted, rest, t)) this.serveInNode(accepted);
+      })
+      .catch(() => socketOf(accepted)?.destroy())
+      .finally(() => {
+        if (--this.placing === 0) this.onPlaced?.();
+      });
+  }
+
+  /**
+   * Gives a routed request back to the pipe, to forward or to answer with the routing error; false
+   * (nothing taken) when the pipe cannot reach the backend (TLS, a host name) or has stopped.
+   */
+  private forwardInPipe(req: ClientRequest, accepted: Accepted, rest: Buffer, target: Target): boolean {
+    const pipe = this.accepting?.pipe;
+    if (pipe === undefined || ('backend' in target && !canForwardInPipe(target.backend))) return false;
+    const exchange = this.http.inPipe(
+      pipe,
+      accepted,
+      req,
+      rest,
+      req.keepAlive && !this.closing,
+      this.pipedDone,
+    );
+    if (exchange === undefined) return false;
+    this.piped++;
+    if ('error' in target) {
+      this.observer?.error(target.error);
+      exchange.replyError(target.error);
+    } else exchange.send(target.room, target.backend);
+    return true;
+  }
+
+  private readonly pipedDone = (): void => {
+    this.piped--;
+    this.checkIdle();
+  };
+
+  /** On shutdown: resolves once no client connection or piped request is left. */
+  private checkIdle(): void {
+    if (this.connections.size === 0 && this.piped === 0) this.onIdle?.();
   }
 
   get shuttingDown(): boolean {
@@ -259,7 +327,7 @@ export class ProxyServer implements ConnectionHandler {
   /** @internal ConnectionHandler */
   closed(connection: ClientConnection): void {
     this.connections.delete(connection);
-    if (this.connections.size === 0) this.onIdle?.();
+    this.checkIdle();
   }
 
   /** @internal ConnectionHandler: counted with the other error replies. */
@@ -284,7 +352,7 @@ export class ProxyServer implements ConnectionHandler {
         ? new Promise<void>((resolve) => this.server.close(() => resolve()))
         : new Promise<void>((resolve) => {
             this.onIdle = resolve;
-            if (this.connections.size === 0) resolve();
+            this.checkIdle();
           });
     // Tunnels in the native pipe are no longer the server's connections: they are waited for
     // apart, after the upgrades whose backend connection the pipe is still opening.
@@ -309,6 +377,21 @@ export class ProxyServer implements ConnectionHandler {
     for (const tunnel of this.tracker.all()) tunnel.destroy();
     this.http.close();
   }
+}
+
+/**
+ * Whether the pipe may forward a request: HTTP/1.1 without a body (so nothing but the head goes
+ * to the backend) and without `Expect: 100-continue`. Others are served in Node.
+ */
+function pipeable(req: ClientRequest, head: ParsedHead): boolean {
+  return (
+    !head.upgrade &&
+    head.versionMajor === 1 &&
+    head.versionMinor === 1 &&
+    req.method !== 'CONNECT' &&
+    !req.hasBody &&
+    !req.expectsContinue
+  );
 }
 
 /** Answers an upgrade's client with an error (making a socket of a descriptor first). */

@@ -365,7 +365,15 @@ let probe: HeadProbe | undefined;
  * number of bytes its head took (what follows belongs to the upgraded protocol); else undefined.
  */
 export function firstUpgrade(bytes: Buffer): { head: ParsedHead; used: number } | undefined {
-  probe ??= new HeadProbe();
-  const read = probe.read(bytes);
+  const read = firstHead(bytes);
   return read?.head.upgrade === true ? read : undefined;
+}
+
+/**
+ * The first request head in `bytes` when it is complete and valid, with the number of bytes it
+ * took; else undefined.
+ */
+export function firstHead(bytes: Buffer): { head: ParsedHead; used: number } | undefined {
+  probe ??= new HeadProbe();
+  return probe.read(bytes);
 }
