@@ -1368,13 +1368,7 @@ class Pipe {
       SendRequest(ex);
       return;
     }
-    if (events & EPOLLERR) {
-      int error = 0;
-      socklen_t length = sizeof error;
-      getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &error, &length);
-      FailAttempt(ex, error != 0 ? error : ECONNRESET);
-      return;
-    }
+    // Read even on an error: what the backend sent before a reset still counts.
     char* buffer = buffer_.data();
     ssize_t got = read(u->fd, buffer, kReadSize);
     if (got > 0) {
@@ -1385,6 +1379,11 @@ class Pipe {
       UpstreamEnded(ex);
     } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       FailAttempt(ex, errno);
+    } else if (events & EPOLLERR) {
+      int error = 0;
+      socklen_t length = sizeof error;
+      getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &error, &length);
+      FailAttempt(ex, error != 0 ? error : ECONNRESET);
     }
   }
 

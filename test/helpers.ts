@@ -2,7 +2,7 @@
 // WebSocket clients, and one cleanup list so every test tears down all it started.
 
 import { type ChildProcess, fork, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -433,4 +433,34 @@ export function readAll(socket: net.Socket): Promise<string> {
     socket.once('end', () => resolve(text));
     socket.once('close', () => resolve(text));
   });
+}
+
+/**
+ * How many sockets each of the pipe's epoll sets watches, from /proc: Node's own epoll set is the
+ * one that holds another (the pipe's main loop); the remaining one is the pipe thread's.
+ */
+export function pipeLoopSockets(pid: number): { main: number; thread: number } {
+  const kindOf = (fd: string): string => {
+    try {
+      return readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  };
+  const watched = new Map<string, string[]>();
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    if (kindOf(fd) !== 'anon_inode:[eventpoll]') continue;
+    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    watched.set(
+      fd,
+      [...info.matchAll(/^tfd:\s+(\d+)/gm)].map((match) => match[1] as string),
+    );
+  }
+  const node = [...watched].find(([, targets]) => targets.some((t) => watched.has(t)));
+  const main = node?.[1].find((t) => watched.has(t));
+  const thread = [...watched.keys()].find((fd) => fd !== node?.[0] && fd !== main);
+  if (main === undefined || thread === undefined) throw new Error(`process ${pid}: pipe loops not found`);
+  const sockets = (fd: string): number =>
+    (watched.get(fd) ?? []).filter((t) => kindOf(t).startsWith('socket:')).length;
+  return { main: sockets(main), thread: sockets(thread) };
 }

@@ -3,7 +3,7 @@
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { cpSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import {
   connectRaw,
   freePort,
   onCleanup,
+  pipeLoopSockets,
   ROOT,
   readAll,
   request,
@@ -137,36 +138,6 @@ async function stuckBackend(): Promise<number> {
     for (const filler of fillers) filler.destroy();
   });
   return port;
-}
-
-/**
- * How many sockets each of the pipe's epoll sets watches, from /proc: Node's own epoll set is the
- * one that holds another (the pipe's main loop); the remaining one is the pipe thread's.
- */
-function pipeLoopSockets(pid: number): { main: number; thread: number } {
-  const kindOf = (fd: string): string => {
-    try {
-      return readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      return '';
-    }
-  };
-  const watched = new Map<string, string[]>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    if (kindOf(fd) !== 'anon_inode:[eventpoll]') continue;
-    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-    watched.set(
-      fd,
-      [...info.matchAll(/^tfd:\s+(\d+)/gm)].map((match) => match[1] as string),
-    );
-  }
-  const node = [...watched].find(([, targets]) => targets.some((t) => watched.has(t)));
-  const main = node?.[1].find((t) => watched.has(t));
-  const thread = [...watched.keys()].find((fd) => fd !== node?.[0] && fd !== main);
-  if (main === undefined || thread === undefined) throw new Error(`process ${pid}: pipe loops not found`);
-  const sockets = (fd: string): number =>
-    (watched.get(fd) ?? []).filter((t) => kindOf(t).startsWith('socket:')).length;
-  return { main: sockets(main), thread: sockets(thread) };
 }
 
 /** Sends 'ping' on an upgraded (paused) client of an echoing backend and expects it back. */

@@ -1,0 +1,278 @@
+// HTTP requests the native pipe forwards itself (native/pipe.cc, PipedExchange in
+// src/proxy/http-forward.ts): a real proxy process, raw TCP clients, and raw backends whose
+// responses are written byte by byte, so framing, pooling and keep-alive are visible.
+
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import {
+  connectRaw,
+  onCleanup,
+  pipeLoopSockets,
+  startBackend,
+  startProxy,
+  type TestProxy,
+  waitUntil,
+} from './helpers.js';
+
+/** A request head as the raw backend saw it, with the number of the connection it came on. */
+interface Seen {
+  connection: number;
+  head: string;
+}
+
+/**
+ * A backend that reads bodiless request heads one after another on each connection and answers
+ * each with `respond(head, nth on its connection)`: the raw response, the raw response after which
+ * the connection ends (`{ end }`), or 'reset' to reset the connection instead.
+ */
+async function rawBackend(
+  respond: (head: string, nth: number) => string | { end: string } | 'reset',
+): Promise<{ port: number; seen: Seen[]; connections: () => number }> {
+  const seen: Seen[] = [];
+  let connections = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    const connection = ++connections;
+    let nth = 0;
+    let buffered = '';
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('latin1');
+      for (let end = buffered.indexOf('\r\n\r\n'); end !== -1; end = buffered.indexOf('\r\n\r\n')) {
+        const head = buffered.slice(0, end + 4);
+        buffered = buffered.slice(end + 4);
+        seen.push({ connection, head });
+        const answer = respond(head, ++nth);
+        if (answer === 'reset') {
+          socket.resetAndDestroy();
+          return;
+        }
+        if (typeof answer === 'string') socket.write(answer, 'latin1');
+        else socket.end(answer.end, 'latin1');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  onCleanup(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return { port: (server.address() as net.AddressInfo).port, seen, connections: () => connections };
+}
+
+const OK = 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok';
+
+async function proxyTo(port: number, extra: Record<string, unknown> = {}): Promise<TestProxy> {
+  return startProxy({ backends: [{ id: 'b1', url: `http://127.0.0.1:${port}` }], ...extra });
+}
+
+interface Response {
+  head: string;
+  /** The body as it came. */
+  body: string;
+  /** The body's data (de-chunked). */
+  data: string;
+}
+
+/** The data of a chunked body. */
+function dechunk(body: string): string {
+  let data = '';
+  let at = 0;
+  for (;;) {
+    const eol = body.indexOf('\r\n', at);
+    const size = Number.parseInt(body.slice(at, eol), 16);
+    if (!(size > 0)) return data;
+    data += body.slice(eol + 2, eol + 2 + size);
+    at = eol + 2 + size + 2;
+  }
+}
+
+/**
+ * Reads `count` responses from a raw client, framed by Content-Length or chunked: their heads and
+ * bodies as latin1 text (a chunked body as its raw chunks).
+ */
+function readResponses(client: net.Socket, count: number): Promise<Response[]> {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    const out: Response[] = [];
+    const onData = (chunk: Buffer): void => {
+      buffered += chunk.toString('latin1');
+      for (;;) {
+        const end = buffered.indexOf('\r\n\r\n');
+        if (end === -1) return;
+        const head = buffered.slice(0, end + 4);
+        let bodyEnd: number;
+        const length = /\r\ncontent-length: (\d+)/i.exec(head);
+        if (length !== null) bodyEnd = end + 4 + Number(length[1]);
+        else if (/\r\ntransfer-encoding: chunked/i.test(head)) {
+          const last = buffered.indexOf('\r\n0\r\n\r\n', end + 4 - 2);
+          if (last === -1) return;
+          bodyEnd = last + 7;
+        } else bodyEnd = end + 4;
+        if (buffered.length < bodyEnd) return;
+        const body = buffered.slice(end + 4, bodyEnd);
+        out.push({ head, body, data: length === null ? dechunk(body) : body });
+        buffered = buffered.slice(bodyEnd);
+        if (out.length === count) {
+          client.off('data', onData);
+          resolve(out);
+          return;
+        }
+      }
+    };
+    client.on('data', onData);
+    client.once('close', () => reject(new Error(`closed after ${out.length} of ${count} responses`)));
+  });
+}
+
+const get = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
+
+describe('HTTP in the native pipe', () => {
+  it('serves pipelined keep-alive requests on one connection without a Node socket, on one pooled backend connection', async () => {
+    const backend = await rawBackend(() => OK);
+    const proxy = await proxyTo(backend.port);
+    const client = await connectRaw(proxy.port);
+    const answers = readResponses(client, 3);
+    client.write(get('/rooms/a') + get('/rooms/b') + get('/rooms/c'));
+    const responses = await answers;
+    expect(responses.map((r) => r.head.split('\r\n')[0])).toEqual(Array(3).fill('HTTP/1.1 200 OK'));
+    expect(responses.map((r) => r.body)).toEqual(['ok', 'ok', 'ok']);
+    expect(backend.seen.map((s) => s.head.split('\r\n')[0])).toEqual([
+      'GET /rooms/a HTTP/1.1',
+      'GET /rooms/b HTTP/1.1',
+      'GET /rooms/c HTTP/1.1',
+    ]);
+    expect(backend.connections()).toBe(1);
+    // The client's connection and the pooled backend connection are the pipe's main loop's, with
+    // the listening socket.
+    await waitUntil(() => pipeLoopSockets(proxy.child.pid as number).main === 3, 3000);
+    expect(pipeLoopSockets(proxy.child.pid as number)).toEqual({ main: 3, thread: 0 });
+    const again = readResponses(client, 1);
+    client.write(get('/rooms/d'));
+    expect((await again)[0]?.body).toBe('ok');
+    expect(backend.connections()).toBe(1);
+  });
+
+  it("rewrites the backend's response as the Node path does: interim 1xx skipped, hop-by-hop fields dropped, bodies of unknown length re-chunked", async () => {
+    const backend = await rawBackend((head) => {
+      if (head.startsWith('GET /rooms/chunked '))
+        return (
+          'HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n' +
+          'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Hop\r\nX-Hop: 1\r\n' +
+          'Keep-Alive: timeout=5\r\nX-End: kept\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\r\n' +
+          '5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: dropped\r\n\r\n'
+        );
+      if (head.startsWith('GET /rooms/close '))
+        return { end: 'HTTP/1.0 200 OK\r\nX-Kind: close\r\n\r\nuntil the end' };
+      return 'HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n';
+    });
+    const proxy = await proxyTo(backend.port);
+    const client = await connectRaw(proxy.port);
+    const chunked = readResponses(client, 1);
+    client.write(get('/rooms/chunked'));
+    const [first] = await chunked;
+    expect(first?.head).toBe(
+      'HTTP/1.1 200 OK\r\nX-End: kept\r\nDate: Tue, 01 Dec 2026 00:00:00 GMT\r\nTransfer-Encoding: chunked\r\n\r\n',
+    );
+    expect(first?.body).toBe('5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n');
+
+    // A close-delimited body reaches the client chunked, and the client's connection stays open.
+    const closing = readResponses(client, 1);
+    client.write(get('/rooms/close'));
+    const [second] = await closing;
+    expect(second?.head).toMatch(
+      /^HTTP\/1\.1 200 OK\r\nX-Kind: close\r\nDate: .+ GMT\r\nTransfer-Encoding: chunked\r\n\r\n$/,
+    );
+    expect(second?.body).toBe('d\r\nuntil the end\r\n0\r\n\r\n');
+    const empty = readResponses(client, 1);
+    client.write(get('/rooms/none'));
+    expect((await empty)[0]?.head).toMatch(/^HTTP\/1\.1 204 No Content\r\nContent-Length: 0\r\nDate: /);
+    expect(backend.connections()).toBe(2);
+  });
+
+  it('sends a request again on a new connection when its pooled one was reset, and fails over from a refusing owner', async () => {
+    // Each backend connection answers its first request and resets at its second.
+    const backend = await rawBackend((_head, nth) => (nth === 1 ? OK : 'reset'));
+    const proxy = await proxyTo(backend.port);
+    const client = await connectRaw(proxy.port);
+    for (const room of ['a', 'b', 'c']) {
+      const answer = readResponses(client, 1);
+      client.write(get(`/rooms/${room}`));
+      expect((await answer)[0]?.body).toBe('ok');
+    }
+    // b and c each went out on the pooled connection, were reset, and went again on a new one.
+    expect(backend.connections()).toBe(3);
+    expect(backend.seen.map((s) => `${s.connection} ${s.head.split(' ')[1]}`)).toEqual([
+      '1 /rooms/a',
+      '1 /rooms/b',
+      '2 /rooms/b',
+      '2 /rooms/c',
+      '3 /rooms/c',
+    ]);
+  });
+
+  it('fails over to the next backend when the owner refuses, and answers 502 on the same connection when none is left', async () => {
+    const alive = await startBackend('b2');
+    const refusing = net.createServer();
+    await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+    const deadPort = (refusing.address() as net.AddressInfo).port;
+    await new Promise<void>((resolve) => refusing.close(() => resolve()));
+    const proxy = await startProxy({
+      backends: [
+        { id: 'b1', url: `http://127.0.0.1:${deadPort}` },
+        { id: 'b2', url: alive.url },
+      ],
+    });
+    const client = await connectRaw(proxy.port);
+    const answers = readResponses(client, 20);
+    for (let i = 0; i < 20; i++) client.write(get(`/rooms/r${i}`));
+    const responses = await answers;
+    expect(responses.map((r) => r.head.split('\r\n')[0])).toEqual(Array(20).fill('HTTP/1.1 200 OK'));
+    expect(new Set(responses.map((r) => JSON.parse(r.data).server))).toEqual(new Set(['b2']));
+
+    await alive.kill();
+    const failed = readResponses(client, 1);
+    client.write(get('/rooms/r1'));
+    const [error] = await failed;
+    expect(error?.head).toMatch(/^HTTP\/1\.1 502 /);
+    expect(error?.data).toContain('ROOMRING_E_BACKEND_UNREACHABLE');
+    const missing = readResponses(client, 1);
+    client.write(get('/no-room-here'));
+    const [rejected] = await missing;
+    expect(rejected?.head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(rejected?.data).toContain('ROOMRING_E_NO_ROOM');
+  });
+
+  it('hands the connection to Node for a request with a body, between bodiless ones', async () => {
+    const backend = await startBackend('b1');
+    const proxy = await proxyTo(backend.port);
+    const client = await connectRaw(proxy.port);
+    const answers = readResponses(client, 3);
+    client.write(
+      `${get('/rooms/a')}POST /rooms/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello${get('/rooms/a')}`,
+    );
+    const responses = await answers;
+    expect(responses.map((r) => r.head.split('\r\n')[0])).toEqual(Array(3).fill('HTTP/1.1 200 OK'));
+    expect(JSON.parse(responses[1]?.data ?? '{}')).toMatchObject({ method: 'POST', body: 'hello' });
+  });
+
+  it('closes the connection after the response a client asked to close, with all of it delivered', async () => {
+    const backend = await rawBackend(
+      () => `HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(100000)}`,
+    );
+    const proxy = await proxyTo(backend.port);
+    const client = await connectRaw(proxy.port);
+    const chunks: Buffer[] = [];
+    client.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+    client.write(get('/rooms/a', 'Connection: close\r\n'));
+    await ended;
+    const text = Buffer.concat(chunks).toString('latin1');
+    expect(text).toMatch(
+      /^HTTP\/1\.1 200 OK\r\nContent-Length: 100000\r\nDate: .+\r\nConnection: close\r\n\r\n/,
+    );
+    expect(text.endsWith('x'.repeat(100000))).toBe(true);
+  });
+});
