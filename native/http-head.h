@@ -24,13 +24,10 @@ namespace roomring_http {
 /** How a response body is delimited. */
 enum class Framing { kNone, kLength, kChunked, kClose };
 
-/** Where a response head ends: the index past its CRLF CRLF in `bytes` (searched from `from`), or 0. */
-inline size_t HeadEnd(const std::string& bytes, size_t from) {
-  if (bytes.size() < 4) return 0;
-  for (size_t i = from < 3 ? 3 : from; i < bytes.size(); i++) {
-    if (bytes[i] == '\n' && bytes[i - 1] == '\r' && bytes[i - 2] == '\n' && bytes[i - 3] == '\r') return i + 1;
-  }
-  return 0;
+/** Where a response head in [p, p+n) ends: the index past its CRLF CRLF, or 0. */
+inline size_t HeadEnd(const char* p, size_t n) {
+  const void* found = memmem(p, n, "\r\n\r\n", 4);
+  return found == nullptr ? 0 : static_cast<size_t>(static_cast<const char*>(found) - p) + 4;
 }
 
 inline char Lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; }
@@ -122,7 +119,9 @@ inline bool RewriteHead(const char* p, size_t n, bool noBody, bool clientKeepAli
   struct Field {
     size_t name, nameLength, value, valueLength;
   };
-  std::vector<Field> fields;
+  // Kept between calls: no allocation per response.
+  static thread_local std::vector<Field> fields;
+  fields.clear();
   bool close = p[7] == '0';
   bool chunked = false;
   bool hasLength = false;
@@ -145,13 +144,14 @@ inline bool RewriteHead(const char* p, size_t n, bool noBody, bool clientKeepAli
     const char* name = p + pos;
     const char* value = p + a;
     if (IsName(name, field.nameLength, "content-length")) {
-      if (field.valueLength == 0 || field.valueLength > 15) return false;
+      // At most 2^53 - 1, as the JavaScript reader takes.
+      if (field.valueLength == 0 || field.valueLength > 16) return false;
       uint64_t v = 0;
       for (size_t i = 0; i < field.valueLength; i++) {
         if (value[i] < '0' || value[i] > '9') return false;
         v = v * 10 + static_cast<uint64_t>(value[i] - '0');
       }
-      if (hasLength && v != length) return false;
+      if (v > 9007199254740991ULL || (hasLength && v != length)) return false;
       hasLength = true;
       length = v;
     } else if (IsName(name, field.nameLength, "transfer-encoding")) {
@@ -257,6 +257,10 @@ class Dechunker {
             }
             break;
           }
+          // Spaces around the size are allowed, as the JavaScript reader trims them.
+          size_t first = 0;
+          while (first < line_.size() && (line_[first] == ' ' || line_[first] == '\t')) first++;
+          line_.erase(0, first);
           size_t digits = 0;
           uint64_t size = 0;
           while (digits < line_.size() && digits < 14) {

@@ -658,6 +658,11 @@ class Pipe {
           Close(c.tunnel);
         } else if (c.kind == CommandKind::kListen) {
           listeners_[c.listener->id] = c.listener;
+        } else if (c.kind == CommandKind::kExchange) {
+          // The connection JavaScript gave back closes, and its exchange is over.
+          Release(c.fd);
+          close(c.fd);
+          Report(c.id, kExchangeDone, 0);
         }
       }
       std::vector<Tunnel*> all;
@@ -1065,6 +1070,12 @@ class Pipe {
   /** A parked connection that became readable waits, unwatched, for JavaScript. */
   void Mute(Incoming* in) { SetInterest(in, 0); }
 
+  void Unregister(Incoming* in) {
+    if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
+    in->watched = false;
+    in->events = 0;
+  }
+
   /**
    * JavaScript takes a parked connection's descriptor (for a Node socket or a tunnel): the pipe
    * forgets it. Called on the main thread outside the loop's round, so it is done at once.
@@ -1128,7 +1139,10 @@ class Pipe {
         in->watched = false;
         in->fd = -1;
         Forget(in);
-      } else if (in->exchange == nullptr && !in->lingering) {
+      } else if (in->exchange != nullptr) {
+        // The proxy stops: a response not yet begun tells the client that the connection closes.
+        if (!in->exchange->responded) in->exchange->keepAlive = false;
+      } else if (!in->lingering) {
         DropIncoming(in);
       }
     }
@@ -1173,7 +1187,9 @@ class Pipe {
   /** An event on a client connection: its head is read, or it is in an exchange, parked, or lingering. */
   void ClientEvent(Incoming* in, uint32_t events) {
     if (in->parked) {
-      Mute(in);
+      // An error or hang-up is reported whatever the interest: it leaves epoll until exchange().
+      if (events & (EPOLLERR | EPOLLHUP)) Unregister(in);
+      else Mute(in);
       return;
     }
     if (in->exchange != nullptr) {
@@ -1236,17 +1252,22 @@ class Pipe {
       }
     }
     SetClientInterest(ex);
+    // The first attempt came with it.
+    if (c.addressLength > 0) Route(ex, c);
   }
 
-  /** forward(): an attempt of the exchange on a backend (the first, or a failover). */
+  /** forward(): an attempt of the exchange on a backend (a failover). */
   void Forward(Command& c) {
     auto found = exchanges_.find(c.id);
     if (found == exchanges_.end() || found->second->attempting || found->second->responded) return;
-    Exchange* ex = found->second;
+    Route(found->second, c);
+  }
+
+  void Route(Exchange* ex, Command& c) {
     ex->head.swap(c.toUpstream);
     ex->address = c.address;
     ex->addressLength = c.addressLength;
-    ex->key.assign(reinterpret_cast<const char*>(&c.address), c.addressLength);
+    ex->key = PoolKey(c.address);
     ex->connectMs = c.connectMs;
     ex->responseMs = c.responseMs;
     ex->idleMs = c.idleMs;
@@ -1278,9 +1299,14 @@ class Pipe {
     ex->lastActive = now_;
     timedExchanges_.insert(ex);
     auto idle = pool_.find(ex->key);
-    if (idle != pool_.end() && !idle->second.empty()) {
+    while (idle != pool_.end() && !idle->second.empty()) {
       Upstream* u = idle->second.back();
       idle->second.pop_back();
+      // Past the pool's time (the sweep runs once a second): not used again.
+      if (now_ - u->since >= poolMs_) {
+        DiscardUpstream(u);
+        continue;
+      }
       u->exchange = ex;
       ex->upstream = u;
       ex->reused = true;
@@ -1389,40 +1415,71 @@ class Pipe {
 
   /** Bytes of the response: its head is rewritten for the client, its body re-framed. */
   void Respond(Exchange* ex, const char* data, size_t length) {
-    if (!ex->responded) {
-      ex->response.append(data, length);
-      for (;;) {
-        size_t end = roomring_http::HeadEnd(ex->response, 0);
-        if (end == 0) {
-          if (ex->response.size() > kMaxResponseHead) FailAttempt(ex, kBadResponse);
-          return;
-        }
-        roomring_http::ResponseHead head;
-        if (!roomring_http::RewriteHead(ex->response.data(), end, ex->noBody, ex->keepAlive, &head, &ex->out)) {
-          ex->out.clear();
-          FailAttempt(ex, kBadResponse);
-          return;
-        }
-        if (head.status >= 100 && head.status < 200) {
-          ex->response.erase(0, end);
-          continue;
-        }
-        ex->parsed = head;
-        ex->status = head.status;
-        ex->responded = true;
-        ex->remaining = head.length;
-        if (head.framing == roomring_http::Framing::kNone ||
-            (head.framing == roomring_http::Framing::kLength && head.length == 0))
-          ex->complete = true;
-        std::string rest = ex->response.substr(end);
-        ex->response.clear();
-        if (!Body(ex, rest.data(), rest.size())) return;
-        break;
-      }
-    } else if (!Body(ex, data, length)) {
+    if (ex->responded) {
+      if (Body(ex, data, length)) FlushClient(ex);
       return;
     }
-    FlushClient(ex);
+    // FlushClient() lets the backend connection go once the response is complete.
+    // Mostly the whole head comes in one read: it is read where it is, else gathered first.
+    bool gathered = !ex->response.empty();
+    if (gathered) {
+      ex->response.append(data, length);
+      data = ex->response.data();
+      length = ex->response.size();
+    }
+    for (;;) {
+      size_t end = roomring_http::HeadEnd(data, length);
+      if (end == 0) {
+        // Kept for the next read, without the interim heads already read.
+        if (gathered) ex->response.erase(0, static_cast<size_t>(data - ex->response.data()));
+        else ex->response.assign(data, length);
+        if (length > kMaxResponseHead) FailAttempt(ex, kBadResponse);
+        return;
+      }
+      roomring_http::ResponseHead head;
+      if (!roomring_http::RewriteHead(data, end, ex->noBody, ex->keepAlive, &head, &ex->out)) {
+        ex->out.clear();
+        FailAttempt(ex, kBadResponse);
+        return;
+      }
+      data += end;
+      length -= end;
+      if (head.status >= 100 && head.status < 200) continue;
+      ex->parsed = head;
+      ex->status = head.status;
+      ex->responded = true;
+      ex->remaining = head.length;
+      if (head.framing == roomring_http::Framing::kNone ||
+          (head.framing == roomring_http::Framing::kLength && head.length == 0))
+        ex->complete = true;
+      break;
+    }
+    // What is left of `data` may point into `response`: it is framed before that is let go.
+    bool framed = Body(ex, data, length);
+    ex->response.clear();
+    if (framed) FlushClient(ex);
+  }
+
+  /**
+   * The whole response is read: the backend connection goes back to the pool (or closes) at once,
+   * while the client may still be written, so its failures no longer touch this exchange and a
+   * pipelined request next in line may take it.
+   */
+  void ReleaseUpstream(Exchange* ex) {
+    // No backend limit applies any more: the client takes the rest at its pace, as on Node's side.
+    timedExchanges_.erase(ex);
+    ex->attempting = false;
+    Upstream* u = ex->upstream;
+    if (u == nullptr) return;
+    if (!ex->parsed.keepAlive || !ex->clean || poolMs_ <= 0) {
+      CloseUpstream(ex);
+      return;
+    }
+    ex->upstream = nullptr;
+    u->exchange = nullptr;
+    u->since = now_;
+    pool_[u->key].push_back(u);
+    SetUpstreamInterest(u, EPOLLIN | EPOLLRDHUP);
   }
 
   /** Frames body bytes for the client; false when the exchange was abandoned (a bad chunk). */
@@ -1466,17 +1523,11 @@ class Pipe {
 
   /** The backend closed its side: a body that runs to the close ends, anything else was cut. */
   void UpstreamEnded(Exchange* ex) {
-    if (ex->responded && !ex->complete && ex->parsed.framing == roomring_http::Framing::kClose) {
+    if (ex->responded && ex->parsed.framing == roomring_http::Framing::kClose) {
       ex->out.append(roomring_http::kLastChunk);
       ex->complete = true;
       ex->clean = false;
       FlushClient(ex);
-      return;
-    }
-    if (ex->complete) {
-      // After a whole response: the connection is not pooled. The client may still be written.
-      ex->clean = false;
-      SetUpstreamInterest(ex->upstream, 0);
       return;
     }
     FailAttempt(ex, ECONNRESET);
@@ -1484,6 +1535,7 @@ class Pipe {
 
   /** Writes what the client has not taken yet; the exchange ends once the response is all written. */
   void FlushClient(Exchange* ex) {
+    if (ex->complete) ReleaseUpstream(ex);
     Incoming* in = ex->client;
     while (ex->outOffset < ex->out.size()) {
       ssize_t sent = send(in->fd, ex->out.data() + ex->outOffset, ex->out.size() - ex->outOffset, MSG_NOSIGNAL);
@@ -1590,18 +1642,6 @@ class Pipe {
 
   /** The response is all written: the backend connection is pooled, the client reads its next head. */
   void Finish(Exchange* ex) {
-    Upstream* u = ex->upstream;
-    if (u != nullptr) {
-      if (ex->parsed.keepAlive && ex->clean && poolMs_ > 0) {
-        ex->upstream = nullptr;
-        u->exchange = nullptr;
-        u->since = now_;
-        pool_[u->key].push_back(u);
-        SetUpstreamInterest(u, EPOLLIN | EPOLLRDHUP);
-      } else {
-        CloseUpstream(ex);
-      }
-    }
     Incoming* in = ex->client;
     bool keep = ex->keepAlive && in->listener != nullptr;
     EndExchange(ex, ex->status);
@@ -1610,6 +1650,7 @@ class Pipe {
       return;
     }
     in->deadline = now_ + in->listener->idleMs;
+    SetInterest(in, kClientEvents);
     if (!in->bytes.empty()) {
       if (HeadEnds(in->bytes, 0) || in->bytes.size() >= kMaxHead) {
         HandOverIncoming(in, kIncoming);
@@ -1618,7 +1659,21 @@ class Pipe {
       // A pipelined head's time starts now, after the response before it.
       in->deadline = in->listener->headMs > 0 ? now_ + in->listener->headMs : 0;
     }
-    SetInterest(in, kClientEvents);
+  }
+
+  /** What the pool keeps a backend's connections by: its address and port, short enough to need no allocation for IPv4. */
+  static std::string PoolKey(const struct sockaddr_storage& address) {
+    if (address.ss_family == AF_INET) {
+      const auto* v4 = reinterpret_cast<const struct sockaddr_in*>(&address);
+      std::string key(reinterpret_cast<const char*>(&v4->sin_addr), 4);
+      key.append(reinterpret_cast<const char*>(&v4->sin_port), 2);
+      return key;
+    }
+    const auto* v6 = reinterpret_cast<const struct sockaddr_in6*>(&address);
+    std::string key(reinterpret_cast<const char*>(&v6->sin6_addr), 16);
+    key.append(reinterpret_cast<const char*>(&v6->sin6_port), 2);
+    key.append(reinterpret_cast<const char*>(&v6->sin6_scope_id), sizeof v6->sin6_scope_id);
+    return key;
   }
 
   /** The exchange is over: JavaScript is told, and the client is the exchange's no more. */
@@ -2285,24 +2340,44 @@ bool Bool(napi_env env, napi_value value) {
   return out;
 }
 
+/** Reads forward()'s arguments from argv[0..6] (ip, port, head, connectMs, responseMs, idleMs, poolMs); false for a bad ip. */
+bool ReadRoute(napi_env env, napi_value* argv, Command* command) {
+  if (!ParseAddress(Text(env, argv[0]), static_cast<int>(Int(env, argv[1])), &command->address,
+                    &command->addressLength))
+    return false;
+  command->toUpstream = Latin1(env, argv[2]);
+  command->connectMs = Int(env, argv[3]);
+  command->responseMs = Int(env, argv[4]);
+  command->idleMs = Int(env, argv[5]);
+  command->poolMs = Int(env, argv[6]);
+  return true;
+}
+
 /**
- * exchange(fd, rest, noBody, keepAlive, retriable): the exchange's id. JavaScript gives back an
- * accepted connection whose request head it read, with `rest` (what followed the head); forward()
- * or reply() follows. The descriptor is the pipe's from here, unless an error is thrown.
+ * exchange(fd, rest, noBody, keepAlive, retriable, ip, port, head, connectMs, responseMs, idleMs,
+ * poolMs): the exchange's id. JavaScript gives back an accepted connection whose request head it
+ * read, with `rest` (what followed the head), and the first attempt as forward() takes it, or ''
+ * for ip when forward() or reply() follows. The descriptor is the pipe's from here, unless an
+ * error is thrown.
  */
 napi_value StartExchange(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
+  napi_value argv[12];
   Pipe* pipe = WorkingPipe(env);
   if (pipe == nullptr) return nullptr;
-  if (!Args(env, info, 5, argv)) return Throw(env, "exchange(fd, rest, noBody, keepAlive, retriable)");
+  if (!Args(env, info, 12, argv))
+    return Throw(env,
+                 "exchange(fd, rest, noBody, keepAlive, retriable, ip, port, head, connectMs, responseMs, idleMs, "
+                 "poolMs)");
   Command command;
   command.kind = CommandKind::kExchange;
-  command.id = pipe->NextId();
   command.fd = static_cast<int>(Int(env, argv[0]));
   command.toClient = Bytes(env, argv[1]);
   command.noBody = Bool(env, argv[2]);
   command.keepAlive = Bool(env, argv[3]);
   command.retriable = Bool(env, argv[4]);
+  if (!Text(env, argv[5]).empty() && !ReadRoute(env, argv + 5, &command))
+    return Throw(env, "exchange() needs an IPv4 or IPv6 address");
+  command.id = pipe->NextId();
   uint64_t id = command.id;
   if (!pipe->Push(std::move(command))) return Throw(env, "the pipe has stopped");
   napi_value out;
@@ -2323,14 +2398,7 @@ napi_value Forward(napi_env env, napi_callback_info info) {
   Command command;
   command.kind = CommandKind::kForward;
   command.id = static_cast<uint64_t>(Int(env, argv[0]));
-  if (!ParseAddress(Text(env, argv[1]), static_cast<int>(Int(env, argv[2])), &command.address,
-                    &command.addressLength))
-    return Throw(env, "forward() needs an IPv4 or IPv6 address");
-  command.toUpstream = Latin1(env, argv[3]);
-  command.connectMs = Int(env, argv[4]);
-  command.responseMs = Int(env, argv[5]);
-  command.idleMs = Int(env, argv[6]);
-  command.poolMs = Int(env, argv[7]);
+  if (!ReadRoute(env, argv + 1, &command)) return Throw(env, "forward() needs an IPv4 or IPv6 address");
   pipe->Push(std::move(command));
   return nullptr;
 }

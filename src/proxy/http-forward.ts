@@ -14,7 +14,7 @@ import type { Backend, Pool } from '../pool/pool.js';
 import type { AbortListener, ClientExchange, ClientRequest } from './client-exchange.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
-import type { Accepted, ExchangeListener, NativePipe } from './native-pipe.js';
+import type { Accepted, ExchangeListener, NativePipe, PipeRoute } from './native-pipe.js';
 import type { ProxyObserver } from './observer.js';
 import { errorResponse } from './reply.js';
 import {
@@ -165,18 +165,27 @@ export class HttpForwarder {
     rest: Buffer,
     keepAlive: boolean,
     onDone: () => void,
+    room: string | null,
+    backend: Backend | undefined,
   ): PipedExchange | undefined {
-    const exchange = new PipedExchange(this, pipe, request, keepAlive, onDone);
+    const exchange = new PipedExchange(this, pipe, request, keepAlive, onDone, room);
     const id = pipe.exchange(
       accepted,
       rest,
       { noBody: request.method === 'HEAD', keepAlive, retriable: isRetriable(request) },
       exchange,
+      backend === undefined ? undefined : exchange.route(backend),
     );
     if (id === undefined) return undefined;
     this.pipe = pipe;
     exchange.id = id;
     return exchange;
+  }
+
+  /** @internal An exchange in the pipe that cannot go on: answered 502, and counted. */
+  unreachable(exchange: PipedExchange): void {
+    this.observer?.error('ROOMRING_E_BACKEND_UNREACHABLE');
+    exchange.replyError('ROOMRING_E_BACKEND_UNREACHABLE');
   }
 
   /** @internal */
@@ -197,7 +206,6 @@ export class HttpForwarder {
  */
 export class PipedExchange implements ExchangeListener {
   id = 0;
-  room: string | null = null;
   readonly tried = new Set<string>();
   readonly resent = true;
   private backend: Backend | undefined;
@@ -209,6 +217,7 @@ export class PipedExchange implements ExchangeListener {
     readonly request: ClientRequest,
     private readonly keepAlive: boolean,
     private readonly onDone: () => void,
+    readonly room: string | null,
   ) {}
 
   /** For afterFailure(): this is the request's client side too. */
@@ -216,23 +225,26 @@ export class PipedExchange implements ExchangeListener {
     return this;
   }
 
-  /** Sends the request to `backend` (a plain-TCP one given by IP address: see `canForward`). */
-  send(room: string | null, backend: Backend): void {
-    this.room = room;
-    this.attempt(backend);
-  }
-
-  private attempt(backend: Backend): void {
+  /**
+   * Where and what an attempt on `backend` sends (a plain-TCP backend given by IP address: see
+   * `canForwardInPipe`); the backend counts as tried.
+   */
+  route(backend: Backend): PipeRoute {
     this.backend = backend;
     this.tried.add(backend.id);
     this.head ??= `${backendHead(this.request, requestHeadersFor(this.request, false))}Connection: keep-alive\r\n\r\n`;
     const { connect, response, idle, keepAlive } = this.forwarder.forwardOptions.timeouts;
-    this.pipe.forward(this.id, backend.host, backend.port, this.head, {
-      connectMs: connect,
-      responseMs: response,
-      idleMs: idle,
-      poolMs: keepAlive,
-    });
+    return {
+      ip: backend.host,
+      port: backend.port,
+      head: this.head,
+      limits: { connectMs: connect, responseMs: response, idleMs: idle, poolMs: keepAlive },
+    };
+  }
+
+  private attempt(backend: Backend): void {
+    const { ip, port, head, limits } = this.route(backend);
+    this.pipe.forward(this.id, ip, port, head, limits);
   }
 
   /** Answers with a coded JSON error (counted by the caller). */
@@ -244,8 +256,12 @@ export class PipedExchange implements ExchangeListener {
   attemptFailed(code: string, connected: boolean, stale: boolean): void {
     const backend = this.backend as Backend;
     const after = this.forwarder.afterFailure(this, backend, code, connected, stale);
-    if ('backend' in after) this.attempt(after.backend);
-    else if ('error' in after) this.replyError(after.error);
+    if ('error' in after) this.replyError(after.error);
+    else if ('backend' in after) {
+      // A backend the pipe cannot reach (it came into the ring meanwhile) gets no attempt here.
+      if (canForwardInPipe(after.backend)) this.attempt(after.backend);
+      else this.forwarder.unreachable(this);
+    }
   }
 
   /** @internal ExchangeListener */

@@ -37,7 +37,20 @@ interface Binding {
   limits(id: number, headMs: number, idleMs: number): void;
   closeWith(id: number, toClient: Buffer, toUpstream: Buffer, graceMs: number): void;
   destroy(id: number): void;
-  exchange(fd: number, rest: Buffer, noBody: boolean, keepAlive: boolean, retriable: boolean): number;
+  exchange(
+    fd: number,
+    rest: Buffer,
+    noBody: boolean,
+    keepAlive: boolean,
+    retriable: boolean,
+    ip: string,
+    port: number,
+    head: string,
+    connectMs: number,
+    responseMs: number,
+    idleMs: number,
+    poolMs: number,
+  ): number;
   forward(
     id: number,
     ip: string,
@@ -126,6 +139,14 @@ export interface ForwardLimits {
   poolMs: number;
 }
 
+/** An attempt of an exchange: the backend (an IP literal), the whole request head, the limits. */
+export interface PipeRoute {
+  ip: string;
+  port: number;
+  head: string;
+  limits: ForwardLimits;
+}
+
 /** Limits of a tunnel started by `connect()`, in ms; 0 for none. */
 export interface ConnectLimits {
   connectMs: number;
@@ -209,14 +230,16 @@ export interface NativePipe {
   moveAfter(ms: number): void;
   /**
    * Gives an accepted connection back to the pipe for one HTTP request, whose head JavaScript has
-   * read (`rest`: the bytes after it); `forward()` or `reply()` follows. Undefined when the pipe
-   * cannot take it (its main loop stopped): the caller still owns the descriptor.
+   * read (`rest`: the bytes after it), and sends it on `route` when given; else `forward()` or
+   * `reply()` follows. Undefined when the pipe cannot take it (its main loop stopped): the
+   * caller still owns the descriptor.
    */
   exchange(
     client: Accepted,
     rest: Buffer,
     request: ExchangeRequest,
     listener: ExchangeListener,
+    route?: PipeRoute,
   ): number | undefined;
   /** Sends an exchange's request (`head`, whole, latin1) to `ip`:`port`, an IP literal. */
   forward(id: number, ip: string, port: number, head: string, limits: ForwardLimits): void;
@@ -359,7 +382,7 @@ function load(): NativePipe | null {
     connect(client, ip, port, handshake, limits, listener) {
       const owned = !(client instanceof net.Socket);
       const fd = owned ? (client.fd >= 0 ? client.fd : undefined) : descriptorOf(client);
-      const address = ip.startsWith('[') ? ip.slice(1, -1) : ip;
+      const address = bareIp(ip);
       // Bytes Node has read would not reach the backend, nor those it has still to write the client.
       if (
         fd === undefined ||
@@ -410,11 +433,25 @@ function load(): NativePipe | null {
     closeWith: (id, toClient, toUpstream, graceMs) => binding.closeWith(id, toClient, toUpstream, graceMs),
     destroy: (id) => binding.destroy(id),
     moveAfter: (ms) => binding.moveAfter(ms),
-    exchange(client, rest, request, listener) {
+    exchange(client, rest, request, listener, route) {
       if (client.fd < 0) return undefined;
       let id: number;
       try {
-        id = binding.exchange(client.fd, rest, request.noBody, request.keepAlive, request.retriable);
+        const limits = route?.limits;
+        id = binding.exchange(
+          client.fd,
+          rest,
+          request.noBody,
+          request.keepAlive,
+          request.retriable,
+          route === undefined ? '' : bareIp(route.ip),
+          route?.port ?? 0,
+          route?.head ?? '',
+          limits?.connectMs ?? 0,
+          limits?.responseMs ?? 0,
+          limits?.idleMs ?? 0,
+          limits?.poolMs ?? 0,
+        );
       } catch {
         return undefined;
       }
@@ -425,7 +462,7 @@ function load(): NativePipe | null {
     forward: (id, ip, port, head, limits) =>
       binding.forward(
         id,
-        ip.startsWith('[') ? ip.slice(1, -1) : ip,
+        bareIp(ip),
         port,
         head,
         limits.connectMs,
@@ -436,6 +473,11 @@ function load(): NativePipe | null {
     reply: (id, response, keepAlive) => binding.reply(id, response, keepAlive),
     dropPool: () => binding.dropPool(),
   };
+}
+
+/** An IP literal without the brackets of an IPv6 URL host. */
+function bareIp(ip: string): string {
+  return ip.startsWith('[') ? ip.slice(1, -1) : ip;
 }
 
 /** The socket's file descriptor, for a plain TCP socket that is open. */

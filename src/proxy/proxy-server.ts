@@ -13,6 +13,7 @@ import type { Placer } from '../affinity/placement.js';
 import type { Config } from '../config/schema.js';
 import { type ErrorCode, RoomringError } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
+import type { Ring } from '../ring/ring.js';
 import { compileRoomKey, type RoomKeyFn, type RoomSource } from '../room/room-key.js';
 import { ClientConnection, type ConnectionHandler } from './client-connection.js';
 import { type ClientExchange, ClientRequest } from './client-exchange.js';
@@ -59,6 +60,9 @@ export class ProxyServer implements ConnectionHandler {
   private onPlaced: (() => void) | undefined;
   /** Requests the native pipe is forwarding (PipedExchange), which shutdown waits for. */
   private piped = 0;
+  /** The last ring looked at by `ringPipeable`, and its answer. */
+  private pipeRing: Ring<Backend> | undefined;
+  private pipeRingOk = false;
 
   constructor(
     private readonly pool: Pool,
@@ -153,7 +157,7 @@ export class ProxyServer implements ConnectionHandler {
         this.upgrade(req, accepted, accepted.bytes.subarray(first.used));
         return;
       }
-      if (first !== undefined && !this.closing && this.accepting !== undefined) {
+      if (first !== undefined && !this.closing && this.accepting !== undefined && this.ringPipeable) {
         const req = new ClientRequest(first.head, accepted);
         if (pipeable(req, first.head)) {
           this.routeInPipe(req, accepted, accepted.bytes.subarray(first.used));
@@ -166,6 +170,19 @@ export class ProxyServer implements ConnectionHandler {
       socketOf(accepted)?.destroy();
       throw error;
     }
+  }
+
+  /**
+   * Whether the pipe can reach every backend of the current ring (plain TCP, by IP address), so
+   * that a request it forwards can fail over without Node. Worked out once per ring.
+   */
+  private get ringPipeable(): boolean {
+    const ring = this.pool.ring;
+    if (ring !== this.pipeRing) {
+      this.pipeRing = ring;
+      this.pipeRingOk = ring.members.every(canForwardInPipe);
+    }
+    return this.pipeRingOk;
   }
 
   /** Serves an accepted connection on a Node socket, starting with the bytes the pipe read. */
@@ -204,6 +221,7 @@ export class ProxyServer implements ConnectionHandler {
   private forwardInPipe(req: ClientRequest, accepted: Accepted, rest: Buffer, target: Target): boolean {
     const pipe = this.accepting?.pipe;
     if (pipe === undefined || ('backend' in target && !canForwardInPipe(target.backend))) return false;
+    const routed = 'error' in target ? undefined : target;
     const exchange = this.http.inPipe(
       pipe,
       accepted,
@@ -211,13 +229,15 @@ export class ProxyServer implements ConnectionHandler {
       rest,
       req.keepAlive && !this.closing,
       this.pipedDone,
+      routed?.room ?? null,
+      routed?.backend,
     );
     if (exchange === undefined) return false;
     this.piped++;
     if ('error' in target) {
       this.observer?.error(target.error);
       exchange.replyError(target.error);
-    } else exchange.send(target.room, target.backend);
+    }
     return true;
   }
 
