@@ -194,6 +194,8 @@ struct Upstream : Watched {
 constexpr int kConnectTimedOut = -1;
 constexpr int kResponseTimedOut = -2;
 constexpr int kBadResponse = -3;
+/** How many ended exchanges are kept for reuse. */
+constexpr size_t kSpareExchanges = 256;
 /** How large a backend's response head may grow (as the JavaScript reader allows). */
 constexpr size_t kMaxResponseHead = 64 * 1024;
 
@@ -424,6 +426,7 @@ class Pipe {
     DropEvents(reported_);
     for (Tunnel* t : graveyard_) delete t;
     for (Exchange* ex : deadExchanges_) delete ex;
+    for (Exchange* ex : spareExchanges_) delete ex;
     for (Upstream* u : deadUpstreams_) delete u;
     for (Incoming* in : deadIncomings_) delete in;
     for (Listener* l : deadListeners_) delete l;
@@ -562,7 +565,7 @@ class Pipe {
   }
 
   /** Whether something is due within 100 ms: closing tunnels, deadlines, resting listeners. */
-  bool Timed() const { return !closing_.empty() || !timed_.empty() || !timedExchanges_.empty() || resting_; }
+  bool Timed() const { return !closing_.empty() || !timed_.empty() || !exchanges_.empty() || resting_; }
 
   /**
    * Main-thread mode: hands the events of the round to JavaScript; commands its callback gave (a
@@ -705,7 +708,7 @@ class Pipe {
       }
     }
     // A little slack: the main loop's timer may fire a millisecond short of its period.
-    if ((!closing_.empty() || !timed_.empty() || !timedExchanges_.empty()) &&
+    if ((!closing_.empty() || !timed_.empty() || !exchanges_.empty()) &&
         now_ - lastClosingSweep_ >= 100 - kSweepSlackMs) {
       lastClosingSweep_ = now_;
       SweepClosing();
@@ -1217,7 +1220,7 @@ class Pipe {
    * bytes that followed the request's head.
    */
   void StartExchange(Command& c) {
-    auto* ex = new Exchange();
+    Exchange* ex = NewExchange();
     ex->id = c.id;
     ex->noBody = c.noBody;
     ex->keepAlive = c.keepAlive;
@@ -1254,6 +1257,24 @@ class Pipe {
     SetClientInterest(ex);
     // The first attempt came with it.
     if (c.addressLength > 0) Route(ex, c);
+  }
+
+  /** A spare exchange made new (its buffers kept), or a new one. */
+  Exchange* NewExchange() {
+    if (spareExchanges_.empty()) return new Exchange();
+    Exchange* ex = spareExchanges_.back();
+    spareExchanges_.pop_back();
+    std::string head = std::move(ex->head);
+    std::string response = std::move(ex->response);
+    std::string out = std::move(ex->out);
+    *ex = Exchange();
+    head.clear();
+    response.clear();
+    out.clear();
+    ex->head = std::move(head);
+    ex->response = std::move(response);
+    ex->out = std::move(out);
+    return ex;
   }
 
   /** forward(): an attempt of the exchange on a backend (a failover). */
@@ -1297,7 +1318,6 @@ class Pipe {
     ex->bytesRead = false;
     ex->headSent = 0;
     ex->lastActive = now_;
-    timedExchanges_.insert(ex);
     auto idle = pool_.find(ex->key);
     while (idle != pool_.end() && !idle->second.empty()) {
       Upstream* u = idle->second.back();
@@ -1467,7 +1487,6 @@ class Pipe {
    */
   void ReleaseUpstream(Exchange* ex) {
     // No backend limit applies any more: the client takes the rest at its pace, as on Node's side.
-    timedExchanges_.erase(ex);
     ex->attempting = false;
     Upstream* u = ex->upstream;
     if (u == nullptr) return;
@@ -1618,7 +1637,6 @@ class Pipe {
       return;
     }
     ex->attempting = false;
-    timedExchanges_.erase(ex);
     Report(ex->id, kExchangeFailed, code, (connected ? 1 : 0) | (stale ? 2 : 0));
   }
 
@@ -1680,7 +1698,6 @@ class Pipe {
   void EndExchange(Exchange* ex, int status) {
     ex->dead = true;
     ex->client->exchange = nullptr;
-    timedExchanges_.erase(ex);
     exchanges_.erase(ex->id);
     deadExchanges_.push_back(ex);
     Report(ex->id, kExchangeDone, status);
@@ -1709,7 +1726,8 @@ class Pipe {
   /** Attempts past their limit fail: connecting, awaiting the response, or silent mid-response. */
   void SweepExchanges() {
     std::vector<Exchange*> due;
-    for (Exchange* ex : timedExchanges_) {
+    for (auto& entry : exchanges_) {
+      Exchange* ex = entry.second;
       int64_t limit = ex->connecting ? ex->connectMs : ex->responded ? ex->idleMs : ex->responseMs;
       if (ex->attempting && limit > 0 && now_ - ex->lastActive >= limit) due.push_back(ex);
     }
@@ -1983,7 +2001,11 @@ class Pipe {
     deadIncomings_.clear();
     for (Listener* l : deadListeners_) delete l;
     deadListeners_.clear();
-    for (Exchange* ex : deadExchanges_) delete ex;
+    // Up to a few hundred are kept, their buffers with them: no allocation per request.
+    for (Exchange* ex : deadExchanges_) {
+      if (spareExchanges_.size() < kSpareExchanges) spareExchanges_.push_back(ex);
+      else delete ex;
+    }
     deadExchanges_.clear();
     for (Upstream* u : deadUpstreams_) delete u;
     deadUpstreams_.clear();
@@ -2040,14 +2062,15 @@ class Pipe {
   std::unordered_set<Incoming*> incomings_;
   std::vector<Incoming*> deadIncomings_;
   std::vector<Listener*> deadListeners_;
-  // The HTTP exchanges (main loop): by id, those with a deadline, the parked connections by
-  // descriptor, the idle backend connections by address, and how long those stay.
+  // The HTTP exchanges (main loop): by id (swept for their deadlines), the parked connections by
+  // descriptor, the idle backend connections by address, and how long those stay; exchanges
+  // that ended, kept for reuse with their buffers.
   std::unordered_map<uint64_t, Exchange*> exchanges_;
-  std::unordered_set<Exchange*> timedExchanges_;
   std::unordered_map<int, Incoming*> parked_;
   std::unordered_map<std::string, std::vector<Upstream*>> pool_;
   int64_t poolMs_ = 0;
   std::vector<Exchange*> deadExchanges_;
+  std::vector<Exchange*> spareExchanges_;
   std::vector<Upstream*> deadUpstreams_;
   // A listener rests for want of descriptors.
   bool resting_ = false;

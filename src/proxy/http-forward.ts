@@ -14,7 +14,7 @@ import type { Backend, Pool } from '../pool/pool.js';
 import type { AbortListener, ClientExchange, ClientRequest } from './client-exchange.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
-import type { Accepted, ExchangeListener, NativePipe, PipeRoute } from './native-pipe.js';
+import type { Accepted, ExchangeListener, ForwardLimits, NativePipe, PipeRoute } from './native-pipe.js';
 import type { ProxyObserver } from './observer.js';
 import { errorResponse } from './reply.js';
 import {
@@ -73,6 +73,8 @@ export class HttpForwarder {
   private readonly upstream: UpstreamPool;
   /** The native pipe, once it has forwarded a request (its pooled connections close with this). */
   private pipe: NativePipe | undefined;
+  /** `pipeLimits`, made once per options. */
+  private limits: ForwardLimits | undefined;
 
   constructor(
     private readonly pool: Pool,
@@ -85,6 +87,7 @@ export class HttpForwarder {
   /** New options apply to new requests; pooled connections are kept. */
   setOptions(options: ForwardOptions): void {
     this.options = options;
+    this.limits = undefined;
     this.upstream.setKeepAlive(options.timeouts.keepAlive);
   }
 
@@ -188,9 +191,13 @@ export class HttpForwarder {
     exchange.replyError('ROOMRING_E_BACKEND_UNREACHABLE');
   }
 
-  /** @internal */
-  get forwardOptions(): ForwardOptions {
-    return this.options;
+  /** @internal The limits of an attempt in the pipe, from the options. */
+  get pipeLimits(): ForwardLimits {
+    if (this.limits === undefined) {
+      const { connect, response, idle, keepAlive } = this.options.timeouts;
+      this.limits = { connectMs: connect, responseMs: response, idleMs: idle, poolMs: keepAlive };
+    }
+    return this.limits;
   }
 
   close(): void {
@@ -206,8 +213,10 @@ export class HttpForwarder {
  */
 export class PipedExchange implements ExchangeListener {
   id = 0;
-  readonly tried = new Set<string>();
   readonly resent = true;
+  /** The backends tried: the first alone, and a set only once there is a failover. */
+  private firstTried: string | undefined;
+  private moreTried: Set<string> | undefined;
   private backend: Backend | undefined;
   private head: string | undefined;
 
@@ -220,6 +229,14 @@ export class PipedExchange implements ExchangeListener {
     readonly room: string | null,
   ) {}
 
+  get tried(): Set<string> {
+    if (this.moreTried === undefined) {
+      this.moreTried = new Set();
+      if (this.firstTried !== undefined) this.moreTried.add(this.firstTried);
+    }
+    return this.moreTried;
+  }
+
   /** For afterFailure(): this is the request's client side too. */
   get client(): { request: ClientRequest } {
     return this;
@@ -231,15 +248,10 @@ export class PipedExchange implements ExchangeListener {
    */
   route(backend: Backend): PipeRoute {
     this.backend = backend;
-    this.tried.add(backend.id);
+    if (this.firstTried === undefined && this.moreTried === undefined) this.firstTried = backend.id;
+    else this.tried.add(backend.id);
     this.head ??= `${backendHead(this.request, requestHeadersFor(this.request, false))}Connection: keep-alive\r\n\r\n`;
-    const { connect, response, idle, keepAlive } = this.forwarder.forwardOptions.timeouts;
-    return {
-      ip: backend.host,
-      port: backend.port,
-      head: this.head,
-      limits: { connectMs: connect, responseMs: response, idleMs: idle, poolMs: keepAlive },
-    };
+    return { ip: backend.host, port: backend.port, head: this.head, limits: this.forwarder.pipeLimits };
   }
 
   private attempt(backend: Backend): void {
