@@ -121,7 +121,8 @@ export class HttpForwarder {
     connected: boolean,
     reusedSocket: boolean,
   ): void {
-    const after = this.afterFailure(exchange, backend, code, connected, reusedSocket);
+    const retriable = isRetriable(exchange.client.request);
+    const after = this.afterFailure({ ...exchange, retriable }, backend, code, connected, reusedSocket);
     if ('resend' in after) {
       exchange.resent = true;
       this.attempt(exchange, backend);
@@ -131,13 +132,13 @@ export class HttpForwarder {
 
   /** @internal What follows a failed attempt (an error answer is counted here). */
   afterFailure(
-    exchange: Pick<Exchange, 'room' | 'tried' | 'resent'> & { client: { request: ClientRequest } },
+    exchange: Pick<Exchange, 'room' | 'tried' | 'resent'> & { retriable: boolean },
     backend: Backend,
     code: string,
     connected: boolean,
     reusedSocket: boolean,
   ): AfterFailure {
-    const retriable = isRetriable(exchange.client.request);
+    const { retriable } = exchange;
     // A pooled socket the backend closed as we reused it: nothing was processed, try once more.
     if (reusedSocket && code === 'ECONNRESET' && retriable && !exchange.resent) return { resend: true };
     // A backend dying as we connect may accept and then reset: for an idempotent request without a
@@ -175,7 +176,7 @@ export class HttpForwarder {
     const id = pipe.exchange(
       accepted,
       rest,
-      { noBody: request.method === 'HEAD', keepAlive, retriable: isRetriable(request) },
+      { noBody: request.method === 'HEAD', keepAlive, retriable: exchange.retriable },
       exchange,
       backend === undefined ? undefined : exchange.route(backend),
     );
@@ -218,16 +219,21 @@ export class PipedExchange implements ExchangeListener {
   private firstTried: string | undefined;
   private moreTried: Set<string> | undefined;
   private backend: Backend | undefined;
-  private head: string | undefined;
+  /** The head every attempt sends; the request itself is not kept. */
+  private readonly head: string;
+  readonly retriable: boolean;
 
   constructor(
     private readonly forwarder: HttpForwarder,
     private readonly pipe: NativePipe,
-    readonly request: ClientRequest,
+    request: ClientRequest,
     private readonly keepAlive: boolean,
     private readonly onDone: () => void,
     readonly room: string | null,
-  ) {}
+  ) {
+    this.head = `${backendHead(request, requestHeadersFor(request, false))}Connection: keep-alive\r\n\r\n`;
+    this.retriable = isRetriable(request);
+  }
 
   get tried(): Set<string> {
     if (this.moreTried === undefined) {
@@ -235,11 +241,6 @@ export class PipedExchange implements ExchangeListener {
       if (this.firstTried !== undefined) this.moreTried.add(this.firstTried);
     }
     return this.moreTried;
-  }
-
-  /** For afterFailure(): this is the request's client side too. */
-  get client(): { request: ClientRequest } {
-    return this;
   }
 
   /**
@@ -250,7 +251,6 @@ export class PipedExchange implements ExchangeListener {
     this.backend = backend;
     if (this.firstTried === undefined && this.moreTried === undefined) this.firstTried = backend.id;
     else this.tried.add(backend.id);
-    this.head ??= `${backendHead(this.request, requestHeadersFor(this.request, false))}Connection: keep-alive\r\n\r\n`;
     return { ip: backend.host, port: backend.port, head: this.head, limits: this.forwarder.pipeLimits };
   }
 
