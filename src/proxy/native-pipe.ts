@@ -19,7 +19,9 @@ import os from 'node:os';
 import { Duplex } from 'node:stream';
 
 interface Binding {
-  start(onEvents: (events: number[], payloads: (string | number)[], bytes: Buffer | undefined) => void): void;
+  start(
+    onEvents: (events: Float64Array, payloads: (string | number)[], bytes: Buffer | undefined) => void,
+  ): void;
   moveAfter(ms: number): void;
   add(clientFd: number, upstreamFd: number, idleMs: number): number;
   connect(
