@@ -258,6 +258,35 @@ describe('HTTP in the native pipe', () => {
     expect(JSON.parse(responses[1]?.data ?? '{}')).toMatchObject({ method: 'POST', body: 'hello' });
   });
 
+  it('finishes a request in flight on shutdown, telling its client that the connection closes, and then exits', async () => {
+    // A backend that answers when the test says so.
+    const answers: ((text: string) => void)[] = [];
+    const held = net.createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.once('data', () => answers.push((text) => socket.write(text)));
+    });
+    await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => held.close(() => resolve())));
+    const proxy = await proxyTo((held.address() as net.AddressInfo).port);
+    const client = await connectRaw(proxy.port);
+    const text = new Promise<string>((resolve) => {
+      let got = '';
+      client.on('data', (chunk: Buffer) => {
+        got += chunk.toString('latin1');
+      });
+      client.once('end', () => resolve(got));
+    });
+    client.write(get('/rooms/a'));
+    await waitUntil(() => answers.length === 1, 3000);
+    proxy.child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    answers[0]?.(OK);
+    expect(await text).toMatch(
+      /^HTTP\/1\.1 200 OK\r\nContent-Length: 2\r\nDate: .+\r\nConnection: close\r\n\r\nok$/,
+    );
+    expect(await proxy.exited).toBe(0);
+  });
+
   it('closes the connection after the response a client asked to close, with all of it delivered', async () => {
     const backend = await rawBackend(
       () => `HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(100000)}`,
