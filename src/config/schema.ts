@@ -297,7 +297,7 @@ export const configSchema = z
           .enum(['native', 'js'])
           .default('native')
           .describe(
-            "'native': native code accepts clients, forwards plain-TCP WebSockets and connects to backends given by IP address (Linux, built by npm install; else as 'js'); 'js': Node sockets do",
+            "'native': native code accepts clients, forwards plain-TCP WebSockets and bodiless HTTP/1.1 requests, and connects to backends given by IP address (Linux, built by npm install; else as 'js'); 'js': Node sockets do",
           ),
         threadAfter: duration(
           '1s',

@@ -256,7 +256,12 @@ export class PipedExchange implements ExchangeListener {
 
   private attempt(backend: Backend): void {
     const { ip, port, head, limits } = this.route(backend);
-    this.pipe.forward(this.id, ip, port, head, limits);
+    try {
+      this.pipe.forward(this.id, ip, port, head, limits);
+    } catch {
+      // Not an address the pipe takes: the exchange is answered rather than left waiting.
+      this.forwarder.unreachable(this);
+    }
   }
 
   /** Answers with a coded JSON error (counted by the caller). */
