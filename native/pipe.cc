@@ -194,8 +194,9 @@ struct Upstream : Watched {
 constexpr int kConnectTimedOut = -1;
 constexpr int kResponseTimedOut = -2;
 constexpr int kBadResponse = -3;
-/** How many ended exchanges are kept for reuse. */
+/** How many ended exchanges are kept for reuse, and the largest buffer one keeps. */
 constexpr size_t kSpareExchanges = 256;
+constexpr size_t kSpareBuffer = 16 * 1024;
 /** How large a backend's response head may grow (as the JavaScript reader allows). */
 constexpr size_t kMaxResponseHead = 64 * 1024;
 
@@ -2004,8 +2005,14 @@ class Pipe {
     deadListeners_.clear();
     // Up to a few hundred are kept, their buffers with them: no allocation per request.
     for (Exchange* ex : deadExchanges_) {
-      if (spareExchanges_.size() < kSpareExchanges) spareExchanges_.push_back(ex);
-      else delete ex;
+      if (spareExchanges_.size() < kSpareExchanges) {
+        // A buffer grown by a large response is not kept.
+        if (ex->out.capacity() > kSpareBuffer) std::string().swap(ex->out);
+        if (ex->response.capacity() > kSpareBuffer) std::string().swap(ex->response);
+        spareExchanges_.push_back(ex);
+      } else {
+        delete ex;
+      }
     }
     deadExchanges_.clear();
     for (Upstream* u : deadUpstreams_) delete u;
