@@ -194,9 +194,12 @@ struct Upstream : Watched {
 constexpr int kConnectTimedOut = -1;
 constexpr int kResponseTimedOut = -2;
 constexpr int kBadResponse = -3;
-/** How many ended exchanges are kept for reuse, and the largest buffer one keeps. */
-constexpr size_t kSpareExchanges = 256;
-constexpr size_t kSpareBuffer = 16 * 1024;
+/**
+ * How many ended exchanges are kept for reuse, and the largest buffer one keeps (a read's worth of
+ * body with its head: a response larger than that leaves its buffer behind).
+ */
+constexpr size_t kSpareExchanges = 128;
+constexpr size_t kSpareBuffer = kReadSize + 4096;
 /** How large a backend's response head may grow (as the JavaScript reader allows). */
 constexpr size_t kMaxResponseHead = 64 * 1024;
 
@@ -497,8 +500,12 @@ class Pipe {
     napi_value payloads;
     napi_value numbers;
     double* into4 = nullptr;
-    napi_create_arraybuffer(env, events->size() * 4 * sizeof(double), reinterpret_cast<void**>(&into4), &numbers);
-    napi_create_typedarray(env, napi_float64_array, events->size() * 4, numbers, 0, &array);
+    if (napi_create_arraybuffer(env, events->size() * 4 * sizeof(double), reinterpret_cast<void**>(&into4),
+                                &numbers) != napi_ok ||
+        napi_create_typedarray(env, napi_float64_array, events->size() * 4, numbers, 0, &array) != napi_ok) {
+      DropEvents(events);
+      return;
+    }
     napi_create_array(env, &payloads);
     uint32_t i = 0;
     uint32_t p = 0;
@@ -1266,14 +1273,11 @@ class Pipe {
     if (spareExchanges_.empty()) return new Exchange();
     Exchange* ex = spareExchanges_.back();
     spareExchanges_.pop_back();
-    std::string head = std::move(ex->head);
     std::string response = std::move(ex->response);
     std::string out = std::move(ex->out);
     *ex = Exchange();
-    head.clear();
     response.clear();
     out.clear();
-    ex->head = std::move(head);
     ex->response = std::move(response);
     ex->out = std::move(out);
     return ex;
@@ -1422,6 +1426,8 @@ class Pipe {
     if (got > 0) {
       ex->bytesRead = true;
       ex->lastActive = now_;
+      // The backend's FIN came with these bytes: the connection is not pooled after them.
+      if (events & (EPOLLRDHUP | EPOLLHUP)) ex->clean = false;
       Respond(ex, buffer, static_cast<size_t>(got));
     } else if (got == 0) {
       UpstreamEnded(ex);
@@ -1698,6 +1704,8 @@ class Pipe {
 
   /** The exchange is over: JavaScript is told, and the client is the exchange's no more. */
   void EndExchange(Exchange* ex, int status) {
+    // Once only: a reused exchange must never be spared twice.
+    if (ex->dead) return;
     ex->dead = true;
     ex->client->exchange = nullptr;
     exchanges_.erase(ex->id);

@@ -272,7 +272,14 @@ export class PipedExchange implements ExchangeListener {
   /** @internal ExchangeListener */
   attemptFailed(code: string, connected: boolean, stale: boolean): void {
     const backend = this.backend as Backend;
-    const after = this.forwarder.afterFailure(this, backend, code, connected, stale);
+    let after: ReturnType<HttpForwarder['afterFailure']>;
+    try {
+      after = this.forwarder.afterFailure(this, backend, code, connected, stale);
+    } catch (error) {
+      // The exchange waits for an answer: it gets one before the error goes on.
+      this.forwarder.unreachable(this);
+      throw error;
+    }
     if ('error' in after) this.replyError(after.error);
     else if ('backend' in after) {
       // A backend the pipe cannot reach (it came into the ring meanwhile) gets no attempt here.

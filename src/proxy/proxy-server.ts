@@ -367,21 +367,24 @@ export class ProxyServer implements ConnectionHandler {
     const { accepting } = this;
     accepting?.pipe.unlisten(accepting.id);
     // Node's server closes once its connections have; those the pipe accepted are waited for here.
+    const idle = (): Promise<void> =>
+      new Promise<void>((resolve) => {
+        this.onIdle = resolve;
+        this.checkIdle();
+      });
     const serverClosed =
-      accepting === undefined
-        ? new Promise<void>((resolve) => this.server.close(() => resolve()))
-        : new Promise<void>((resolve) => {
-            this.onIdle = resolve;
-            this.checkIdle();
-          });
+      accepting === undefined ? new Promise<void>((resolve) => this.server.close(() => resolve())) : idle();
     // Tunnels in the native pipe are no longer the server's connections: they are waited for
     // apart, after the upgrades whose backend connection the pipe is still opening.
     const placed = new Promise<void>((resolve) => {
       this.onPlaced = resolve;
       if (this.placing === 0) resolve();
     });
+    // A request whose backend was being chosen went to the pipe or to Node meanwhile: once
+    // every placement is done, what the pipe accepted is waited for once more.
     const closed = serverClosed
       .then(() => placed)
+      .then(() => (accepting === undefined ? undefined : idle()))
       .then(() => this.ws.settled())
       .then(() => this.tracker.empty());
     for (const connection of this.connections) connection.shutdown();
