@@ -287,6 +287,49 @@ describe('HTTP in the native pipe', () => {
     expect(await proxy.exited).toBe(0);
   });
 
+  it('does not pool a backend connection that said close, answers 502 to a malformed response, and reads a head that comes in pieces', async () => {
+    const backend = await rawBackend((head) => {
+      if (head.startsWith('GET /rooms/close '))
+        return 'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok';
+      if (head.startsWith('GET /rooms/bad ')) return 'HTTP/1.1 2x0 Nope\r\n\r\n';
+      return OK;
+    });
+    const proxy = await proxyTo(backend.port);
+    const client = await connectRaw(proxy.port);
+    const ask = async (path: string): Promise<Response> => {
+      const answer = readResponses(client, 1);
+      client.write(get(path));
+      return (await answer)[0] as Response;
+    };
+    expect((await ask('/rooms/close')).head).not.toContain('Connection');
+    expect((await ask('/rooms/a')).body).toBe('ok');
+    // The backend's `close` kept its connection out of the pool: the next request opened another.
+    expect(backend.connections()).toBe(2);
+    const bad = await ask('/rooms/bad');
+    expect(bad.head).toMatch(/^HTTP\/1\.1 502 /);
+    expect(bad.data).toContain('ROOMRING_E_BACKEND_UNREACHABLE');
+    expect((await ask('/rooms/a')).body).toBe('ok');
+
+    // A backend whose head comes in three writes, an interim response first.
+    const slow = net.createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.once('data', () => {
+        socket.write('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-');
+        setTimeout(() => socket.write('Length: 5\r\n\r'), 100);
+        setTimeout(() => socket.write('\nhello'), 200);
+      });
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => slow.close(() => resolve())));
+    const slowProxy = await proxyTo((slow.address() as net.AddressInfo).port);
+    const slowClient = await connectRaw(slowProxy.port);
+    const answer = readResponses(slowClient, 1);
+    slowClient.write(get('/rooms/a'));
+    const [pieced] = await answer;
+    expect(pieced?.head).toMatch(/^HTTP\/1\.1 200 OK\r\nContent-Length: 5\r\nDate: /);
+    expect(pieced?.body).toBe('hello');
+  });
+
   it('closes the connection after the response a client asked to close, with all of it delivered', async () => {
     const backend = await rawBackend(
       () => `HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n${'x'.repeat(100000)}`,
