@@ -2136,6 +2136,15 @@ Pipe* WorkingPipe(napi_env env) {
   return nullptr;
 }
 
+/** WorkingPipe(), for a binding that needs `want` arguments (in argv); null (with an error thrown) without them. */
+Pipe* WorkingPipeWith(napi_env env, napi_callback_info info, size_t want, napi_value* argv, const char* usage) {
+  Pipe* pipe = WorkingPipe(env);
+  if (pipe == nullptr) return nullptr;
+  if (Args(env, info, want, argv)) return pipe;
+  Throw(env, usage);
+  return nullptr;
+}
+
 void Stop(void* data) { delete static_cast<Pipe*>(data); }
 
 /** start(onEvents(events: number[])): starts the main loop and the pipe thread; once per process (or worker). */
@@ -2185,9 +2194,8 @@ napi_value Queue(napi_env env, Pipe* pipe, CommandKind kind, Tunnel* t, bool kee
 /** add(clientFd, upstreamFd, idleMs): the tunnel's id; the pipe works on its own copies of the fds. */
 napi_value Add(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  Pipe* pipe = WorkingPipe(env);
+  Pipe* pipe = WorkingPipeWith(env, info, 3, argv, "add(clientFd, upstreamFd, idleMs)");
   if (pipe == nullptr) return nullptr;
-  if (!Args(env, info, 3, argv)) return Throw(env, "add(clientFd, upstreamFd, idleMs)");
   int fds[2] = {static_cast<int>(Int(env, argv[0])), static_cast<int>(Int(env, argv[1]))};
   auto* t = new Tunnel();
   for (int side = 0; side < 2; side++) {
@@ -2239,10 +2247,9 @@ bool ParseAddress(const std::string& ip, int port, struct sockaddr_storage* addr
  */
 napi_value Connect(napi_env env, napi_callback_info info) {
   napi_value argv[8];
-  Pipe* pipe = WorkingPipe(env);
+  Pipe* pipe =
+      WorkingPipeWith(env, info, 8, argv, "connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs, owned)");
   if (pipe == nullptr) return nullptr;
-  if (!Args(env, info, 8, argv))
-    return Throw(env, "connect(clientFd, ip, port, handshake, connectMs, answerMs, idleMs, owned)");
   bool owned = false;
   napi_get_value_bool(env, argv[7], &owned);
   auto* t = new Tunnel();
@@ -2272,9 +2279,8 @@ napi_value Connect(napi_env env, napi_callback_info info) {
  */
 napi_value Listen(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  Pipe* pipe = WorkingPipe(env);
+  Pipe* pipe = WorkingPipeWith(env, info, 3, argv, "listen(fd, headMs, idleMs)");
   if (pipe == nullptr) return nullptr;
-  if (!Args(env, info, 3, argv)) return Throw(env, "listen(fd, headMs, idleMs)");
   int copy = fcntl(static_cast<int>(Int(env, argv[0])), F_DUPFD_CLOEXEC, 0);
   if (copy < 0) return Throw(env, "the listening socket could not be duplicated");
   // accept4 must not block the loop: the copy shares the socket's O_NONBLOCK, set here in
@@ -2401,12 +2407,10 @@ bool ReadRoute(napi_env env, napi_value* argv, Command* command) {
  */
 napi_value StartExchange(napi_env env, napi_callback_info info) {
   napi_value argv[12];
-  Pipe* pipe = WorkingPipe(env);
+  Pipe* pipe = WorkingPipeWith(env, info, 12, argv,
+                               "exchange(fd, rest, noBody, keepAlive, retriable, ip, port, head, connectMs, "
+                               "responseMs, idleMs, poolMs)");
   if (pipe == nullptr) return nullptr;
-  if (!Args(env, info, 12, argv))
-    return Throw(env,
-                 "exchange(fd, rest, noBody, keepAlive, retriable, ip, port, head, connectMs, responseMs, idleMs, "
-                 "poolMs)");
   Command command;
   command.kind = CommandKind::kExchange;
   command.fd = static_cast<int>(Int(env, argv[0]));

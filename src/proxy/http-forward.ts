@@ -255,9 +255,9 @@ export class PipedExchange implements ExchangeListener {
   }
 
   private attempt(backend: Backend): void {
-    const { ip, port, head, limits } = this.route(backend);
+    const route = this.route(backend);
     try {
-      this.pipe.forward(this.id, ip, port, head, limits);
+      this.pipe.forward(this.id, route);
     } catch {
       // Not an address the pipe takes: the exchange is answered rather than left waiting.
       this.forwarder.unreachable(this);

@@ -45,27 +45,38 @@ interface Binding {
     noBody: boolean,
     keepAlive: boolean,
     retriable: boolean,
-    ip: string,
-    port: number,
-    head: string,
-    connectMs: number,
-    responseMs: number,
-    idleMs: number,
-    poolMs: number,
+    ...route: RouteArgs
   ): number;
-  forward(
-    id: number,
-    ip: string,
-    port: number,
-    head: string,
-    connectMs: number,
-    responseMs: number,
-    idleMs: number,
-    poolMs: number,
-  ): void;
+  forward(id: number, ...route: RouteArgs): void;
   reply(id: number, response: string, keepAlive: boolean): void;
   release(fd: number): void;
   dropPool(): void;
+}
+
+/** An attempt as the bindings take it (ip '' for none); see `routeArgs`. */
+type RouteArgs = [
+  ip: string,
+  port: number,
+  head: string,
+  connectMs: number,
+  responseMs: number,
+  idleMs: number,
+  poolMs: number,
+];
+
+/** The bindings' arguments for an attempt, or for none. */
+function routeArgs(route: PipeRoute | undefined): RouteArgs {
+  if (route === undefined) return ['', 0, '', 0, 0, 0, 0];
+  const { limits } = route;
+  return [
+    bareIp(route.ip),
+    route.port,
+    route.head,
+    limits.connectMs,
+    limits.responseMs,
+    limits.idleMs,
+    limits.poolMs,
+  ];
 }
 
 // Event kinds, as pipe.cc numbers them; each event is four numbers: id, kind, a, b.
@@ -243,8 +254,8 @@ export interface NativePipe {
     listener: ExchangeListener,
     route?: PipeRoute,
   ): number | undefined;
-  /** Sends an exchange's request (`head`, whole, latin1) to `ip`:`port`, an IP literal. */
-  forward(id: number, ip: string, port: number, head: string, limits: ForwardLimits): void;
+  /** Sends an exchange's request again, on the route given (a failover). */
+  forward(id: number, route: PipeRoute): void;
   /** Answers an exchange's client with a whole response of JavaScript's own. */
   reply(id: number, response: string, keepAlive: boolean): void;
   /** Closes the idle pooled backend connections of the exchanges. */
@@ -439,20 +450,13 @@ function load(): NativePipe | null {
       if (client.fd < 0) return undefined;
       let id: number;
       try {
-        const limits = route?.limits;
         id = binding.exchange(
           client.fd,
           rest,
           request.noBody,
           request.keepAlive,
           request.retriable,
-          route === undefined ? '' : bareIp(route.ip),
-          route?.port ?? 0,
-          route?.head ?? '',
-          limits?.connectMs ?? 0,
-          limits?.responseMs ?? 0,
-          limits?.idleMs ?? 0,
-          limits?.poolMs ?? 0,
+          ...routeArgs(route),
         );
       } catch {
         return undefined;
@@ -461,17 +465,7 @@ function load(): NativePipe | null {
       track(id, listener);
       return id;
     },
-    forward: (id, ip, port, head, limits) =>
-      binding.forward(
-        id,
-        bareIp(ip),
-        port,
-        head,
-        limits.connectMs,
-        limits.responseMs,
-        limits.idleMs,
-        limits.poolMs,
-      ),
+    forward: (id, route) => binding.forward(id, ...routeArgs(route)),
     reply: (id, response, keepAlive) => binding.reply(id, response, keepAlive),
     dropPool: () => binding.dropPool(),
   };
