@@ -5,12 +5,18 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
+  addBackend,
   connectRaw,
   onCleanup,
   pipeLoopSockets,
+  ringSizeOf,
+  socketCount,
   startBackend,
+  startBackends,
   startProxy,
+  startRedis,
   type TestProxy,
+  waitForSocketCount,
   waitUntil,
 } from './helpers.js';
 
@@ -328,6 +334,42 @@ describe('HTTP in the native pipe', () => {
     const [pieced] = await answer;
     expect(pieced?.head).toMatch(/^HTTP\/1\.1 200 OK\r\nContent-Length: 5\r\nDate: /);
     expect(pieced?.body).toBe('hello');
+  });
+
+  it('forwards keep-alive requests whose rooms are placed through the Redis lease store, and lets go of a client reset meanwhile', async () => {
+    const redis = await startRedis();
+    const backends = await startBackends(['b1', 'b2']);
+    for (const backend of backends) await addBackend(redis, 'rooms', backend);
+    const proxy = await startProxy({
+      registry: { redis: redis.url, cluster: 'rooms' },
+      placement: { affinity: 'on' },
+    });
+    await waitUntil(() => ringSizeOf(proxy) === 2);
+    const pid = proxy.child.pid as number;
+    const before = socketCount(pid);
+    // Each room's first request waits for the lease store while its connection is parked.
+    const client = await connectRaw(proxy.port);
+    const rooms = Array.from({ length: 10 }, (_, i) => `lease-${i}`);
+    const first = readResponses(client, rooms.length);
+    client.write(rooms.map((room) => get(`/rooms/${room}`)).join(''));
+    const servers = (await first).map((r) => JSON.parse(r.data).server as string);
+    expect(new Set(servers).size).toBeGreaterThan(0);
+    const again = readResponses(client, rooms.length);
+    client.write(rooms.map((room) => get(`/rooms/${room}`)).join(''));
+    expect((await again).map((r) => JSON.parse(r.data).server)).toEqual(servers);
+
+    // Reset while its room is being placed: nothing of it stays open.
+    for (let i = 0; i < 5; i++) {
+      const gone = await connectRaw(proxy.port);
+      gone.write(get(`/rooms/gone-${i}`));
+      gone.resetAndDestroy();
+    }
+    client.destroy();
+    await waitForSocketCount(pid, before);
+    const after = await connectRaw(proxy.port);
+    const answer = readResponses(after, 1);
+    after.write(get('/rooms/lease-0'));
+    expect(JSON.parse((await answer)[0]?.data ?? '{}').server).toBe(servers[0]);
   });
 
   it('closes the connection after the response a client asked to close, with all of it delivered', async () => {
