@@ -1,4 +1,6 @@
-// The native byte pipe for WebSocket tunnels (Linux): after a backend has answered an upgrade with
+// The native pipe (Linux): WebSocket tunnels, the proxy's accepts, and bodiless HTTP requests.
+//
+// Tunnels: after a backend has answered an upgrade with
 // 101, both TCP sockets are handed here and forwarded with epoll, one read and one write per
 // chunk, no JavaScript and no allocation while the peer keeps up.
 //
@@ -18,19 +20,29 @@
 // (which fails over or answers the client), and nothing is closed on it.
 //
 // The pipe may also accept the clients of the proxy's listening socket (listen()): it reads each
-// new connection until its first request head is complete, then hands the descriptor and the
-// bytes read to JavaScript, which routes an upgrade straight back here with connect() (no Node
-// socket is ever made for it) and wraps any other connection in a Node socket. A connection silent
-// past its idle time is closed; one whose head is not complete within its head time, or is larger
-// than kMaxHead, is handed over as it is, for JavaScript to answer.
+// connection until its next request head is complete, then hands the descriptor and the bytes
+// read to JavaScript. The descriptor stays registered here, parked, until JavaScript says what
+// it does with it: routes an upgrade straight back with connect() (no Node socket is ever made
+// for it), gives a bodiless HTTP request back with exchange(), or takes the connection for a
+// Node socket (release()). A connection silent past its idle time is closed; one whose head is
+// not complete within its head time, or is larger than kMaxHead, is handed over as it is, for
+// JavaScript to answer.
 //
-// What happens is reported to JavaScript in batches (see Threads below): closed,
-// connected, answered (with the status), the two hand-backs above, and accepted connections.
+// HTTP exchanges (exchange(), forward(), reply()): JavaScript routes the request and writes the
+// head the backend gets; the pipe sends it on an idle pooled connection to that backend (or a
+// new one), rewrites the response head for the client and re-frames its body (http-head.h),
+// pools the backend connection once the response is read, and reads the client's next head. An
+// attempt that fails before the response begins goes back to JavaScript, which fails over
+// (forward()) or answers (reply()), as on its own path.
+//
+// What happens is reported to JavaScript in batches (see Threads below): closed, connected,
+// answered (with the status), the two hand-backs above, accepted connections, and exchanges
+// failed or done.
 //
 // Threads: the pipe is two loops of the same code (class Pipe). The main loop runs on Node's main
 // thread, driven by Node's event loop (a uv_poll on its epoll descriptor, and a timer for the
-// sweeps): it accepts, connects, and forwards new tunnels, and reports to JavaScript by calling it
-// directly, so an upgrade costs no wake-up of another thread. A tunnel open for moveAfter() moves,
+// sweeps): it accepts, connects, forwards new tunnels and the HTTP exchanges, and reports to
+// JavaScript by calling it directly, so an upgrade or a request costs no wake-up of another thread. A tunnel open for moveAfter() moves,
 // at its next activity or the next idle sweep, to the worker loop on the pipe thread, which
 // forwards the long-lived ones beside JavaScript and reports through a thread-safe function.
 // JavaScript's calls only queue commands, always to the main loop, which passes those for a moved
