@@ -2322,6 +2322,35 @@ napi_value Listen(napi_env env, napi_callback_info info) {
 }
 
 /**
+ * bindReusePort(ip, port): a new listening socket on ip:port (an IP literal) with SO_REUSEPORT, so
+ * that each cluster worker can have its own and the kernel spreads the connections over them.
+ * Non-blocking, close-on-exec, TCP_NODELAY (accepted sockets inherit it). Throws with the errno's
+ * text when the socket cannot be bound.
+ */
+napi_value BindReusePort(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (!Args(env, info, 2, argv)) return Throw(env, "bindReusePort(ip, port)");
+  struct sockaddr_storage address = {};
+  socklen_t length = 0;
+  if (!ParseAddress(Text(env, argv[0]), static_cast<int>(Int(env, argv[1])), &address, &length))
+    return Throw(env, "bindReusePort() needs an IPv4 or IPv6 address");
+  int fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Throw(env, strerror(errno));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+      bind(fd, reinterpret_cast<struct sockaddr*>(&address), length) != 0 || listen(fd, 511) != 0) {
+    int error = errno;
+    close(fd);
+    return Throw(env, strerror(error));
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+/**
  * The shape of the bindings that act on a tunnel or listener by id: reads `argc` arguments (the
  * id first), lets `fill` complete the command from them, and queues it. A command for an id the
  * pipe no longer knows, or one pushed after the pipe stopped, has nothing left to act on.
@@ -2510,6 +2539,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"reply", nullptr, Reply, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"release", nullptr, Release, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropPool", nullptr, DropPool, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"bindReusePort", nullptr, BindReusePort, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof methods / sizeof methods[0], methods);
   return exports;

@@ -5,6 +5,7 @@
 // verdicts every worker routes on.
 
 import cluster, { type Worker } from 'node:cluster';
+import net from 'node:net';
 import { AggregatorRegistry } from 'prom-client';
 import { AdminServer } from './admin/admin-server.js';
 import type { ProxyStatus } from './admin/status.js';
@@ -58,6 +59,7 @@ class Primary {
   ) {}
 
   async start(): Promise<void> {
+    await portIsFree(this.config.listen.port, this.config.listen.host);
     if (this.config.registry === undefined) {
       this.health = new SharedHealth(this.config, this.log, (message) => {
         for (const worker of this.workers()) worker.send(message);
@@ -89,7 +91,14 @@ class Primary {
     const ready = Array.from({ length: this.count }, () => {
       const worker = cluster.fork();
       return new Promise<void>((resolve, reject) => {
-        worker.once('listening', () => resolve());
+        // A worker says so once its daemon is up: its socket may be its own (the native pipe's,
+        // with SO_REUSEPORT), of which node:cluster knows nothing.
+        const onMessage = (message: { listening?: boolean }): void => {
+          if (message?.listening !== true) return;
+          worker.off('message', onMessage);
+          resolve();
+        };
+        worker.on('message', onMessage);
         worker.once('exit', (code) => reject(new Error(`worker exited with code ${code} while starting`)));
       });
     });
@@ -217,6 +226,20 @@ class Primary {
 }
 
 /** A worker: a whole daemon without its own admin listener, answering the primary's questions. */
+/**
+ * Fails when something listens on the proxy's port already. The workers' native pipes bind it
+ * with SO_REUSEPORT, which would share the port with another such listener (a second `--workers`
+ * roomring, say) rather than fail: a plain bind here first makes that an EADDRINUSE at start.
+ */
+function portIsFree(port: number, host: string): Promise<void> {
+  if (port === 0) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen({ port, host, exclusive: true }, () => probe.close(() => resolve()));
+  });
+}
+
 async function runWorker(configFile: string, overrides: ConfigOverrides): Promise<void> {
   const config = loadConfigFile(configFile, overrides);
   const daemon = new Daemon(
@@ -240,4 +263,5 @@ async function runWorker(configFile: string, overrides: ConfigOverrides): Promis
     );
   });
   await daemon.start();
+  process.send?.({ listening: true });
 }

@@ -8,6 +8,7 @@ import {
   freePort,
   openSocket,
   request,
+  spawnCli,
   startBackends,
   startProxy,
   waitUntil,
@@ -30,8 +31,9 @@ describe('workers', () => {
     );
     const admin = `http://127.0.0.1:${adminPort}`;
     await waitUntil(() => /with 2 workers/.test(proxy.output()));
-    // A worker's listening socket is the primary's (node:cluster hands connections over): Node accepts.
-    expect(proxy.output().match(/"event":"start".*"accept":"node"/g)).toHaveLength(2);
+    // Each worker binds its own socket (SO_REUSEPORT) and its native pipe accepts on it. (A
+    // worker's log line may reach the output after the primary's.)
+    await waitUntil(() => proxy.output().match(/"event":"start".*"accept":"pipe"/g)?.length === 2);
     const ws = proxy.url.replace('http', 'ws');
     const sockets = [];
     const servers = new Map<string, Set<string>>();
@@ -94,6 +96,22 @@ describe('workers', () => {
     proxy.child.kill('SIGTERM');
     expect(await proxy.exited).toBe(0);
     for (const { pid } of status.workers) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
+
+describe('workers on their own sockets', () => {
+  it('refuses a second proxy on the same port rather than share it, and keeps answering', async () => {
+    const backends = await startBackends(['b1', 'b2']);
+    const proxy = await startProxy({ backends: backendsConfig(backends) }, ['--workers', '2']);
+    await waitUntil(() => proxy.output().match(/"event":"start".*"accept":"pipe"/g)?.length === 2);
+    // Each worker's pipe binds the port with SO_REUSEPORT: a plain bind by the next primary fails.
+    const second = spawnCli(['start', '--config', proxy.configFile, '--workers', '2']);
+    expect(await second.exited).not.toBe(0);
+    expect(second.output()).toContain('EADDRINUSE');
+    const answers = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => request(`${proxy.url}/rooms/s${i}`)),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array(20).fill(200));
   });
 });
 

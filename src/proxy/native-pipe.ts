@@ -51,6 +51,7 @@ interface Binding {
   reply(id: number, response: string, keepAlive: boolean): void;
   release(fd: number): void;
   dropPool(): void;
+  bindReusePort(ip: string, port: number): number;
 }
 
 /** An attempt as the bindings take it (ip '' for none); see `routeArgs`. */
@@ -229,6 +230,13 @@ export interface NativePipe {
    */
   listen(server: net.Server, limits: AcceptLimits, listener: AcceptListener): number | undefined;
   /**
+   * Accepts on a listening socket of its own on `ip`:`port` (an IP literal), bound with
+   * SO_REUSEPORT, so that each cluster worker has one and the kernel spreads connections over
+   * them. Undefined when the pipe cannot (not an IP literal, its main loop stopped); an error
+   * (EADDRINUSE...) is thrown when the address cannot be bound.
+   */
+  listenOwn(ip: string, port: number, limits: AcceptLimits, listener: AcceptListener): number | undefined;
+  /**
    * Stops accepting; connections whose head is still awaited are closed, and those reported
    * before still reach the listener.
    */
@@ -301,7 +309,8 @@ function load(): NativePipe | null {
     typeof binding.start !== 'function' ||
     typeof binding.connect !== 'function' ||
     typeof binding.moveAfter !== 'function' ||
-    typeof binding.exchange !== 'function'
+    typeof binding.exchange !== 'function' ||
+    typeof binding.bindReusePort !== 'function'
   ) {
     missing = 'the native addon is from another version: rebuild it with `npm run install`';
     return null;
@@ -432,6 +441,26 @@ function load(): NativePipe | null {
         id = binding.listen(fd, limits.headMs, limits.idleMs);
       } catch {
         return undefined;
+      }
+      track(id, {
+        accepted: (accepted) => listener.accepted(accepted),
+        back: (back) => listener.back(back),
+        closed: () => {},
+      });
+      return id;
+    },
+    listenOwn(ip, port, limits, listener) {
+      const address = bareIp(ip);
+      if (net.isIP(address) === 0) return undefined;
+      const fd = binding.bindReusePort(address, port);
+      let id: number;
+      try {
+        id = binding.listen(fd, limits.headMs, limits.idleMs);
+      } catch {
+        return undefined;
+      } finally {
+        // The pipe listens on its own copy.
+        closeFd(fd);
       }
       track(id, {
         accepted: (accepted) => listener.accepted(accepted),

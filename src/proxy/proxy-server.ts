@@ -8,6 +8,7 @@
 // connection's next head (PipedExchange), and any other connection gets a Node socket and a
 // ClientConnection that starts with the bytes the pipe read.
 
+import cluster from 'node:cluster';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import type { Placer } from '../affinity/placement.js';
 import type { Config } from '../config/schema.js';
@@ -22,6 +23,7 @@ import { canForwardInPipe, type ForwardOptions, HttpForwarder } from './http-for
 import {
   type Accepted,
   type AcceptLimits,
+  type AcceptListener,
   isAccepted,
   type NativePipe,
   nativePipe,
@@ -111,6 +113,8 @@ export class ProxyServer implements ConnectionHandler {
   }
 
   async listen(port: number, host: string): Promise<AddressInfo> {
+    const own = this.listenOwnInPipe(port, host);
+    if (own !== undefined) return own;
     const address = await new Promise<AddressInfo>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, host, () => {
@@ -135,17 +139,37 @@ export class ProxyServer implements ConnectionHandler {
   private acceptInPipe(): void {
     const pipe = this.pipeMode === 'native' ? nativePipe() : undefined;
     if (pipe === undefined) return;
-    const id = pipe.listen(this.server, this.acceptLimits, {
-      accepted: (accepted) => this.accepted(accepted),
-      // The pipe's main loop stopped (its epoll failed): Node accepts on the socket again.
-      back: (fd) => {
-        this.accepting = undefined;
-        if (!this.closing) this.server.listen({ fd });
-      },
-    });
+    const id = pipe.listen(this.server, this.acceptLimits, this.acceptListener);
     if (id === undefined) return;
     this.accepting = { pipe, id };
     this.server.close();
+  }
+
+  private readonly acceptListener: AcceptListener = {
+    accepted: (accepted) => this.accepted(accepted),
+    // The pipe's main loop stopped (its epoll failed): Node accepts on the socket again, its own
+    // (exclusive: a cluster worker's too, rather than a socket of the primary's).
+    back: (fd) => {
+      this.accepting = undefined;
+      if (!this.closing) this.server.listen({ fd, exclusive: true });
+    },
+  };
+
+  /**
+   * In a cluster worker, node:cluster would have the primary own the listening socket (and hand
+   * each connection over): with the native pipe, the worker binds a socket of its own with
+   * SO_REUSEPORT instead, the kernel spreads connections over the workers, and its pipe accepts
+   * them. Undefined where that does not apply (not a worker, no pipe, port 0, a host name): Node
+   * listens as usual.
+   */
+  private listenOwnInPipe(port: number, host: string): AddressInfo | undefined {
+    if (!cluster.isWorker || port === 0 || this.pipeMode !== 'native') return undefined;
+    const pipe = nativePipe();
+    const id = pipe?.listenOwn(host, port, this.acceptLimits, this.acceptListener);
+    if (pipe === undefined || id === undefined) return undefined;
+    this.accepting = { pipe, id };
+    const ip = host.startsWith('[') ? host.slice(1, -1) : host;
+    return { address: ip, family: net.isIPv6(ip) ? 'IPv6' : 'IPv4', port };
   }
 
   /** A connection the pipe accepted, with its next head (unless it came late). */
