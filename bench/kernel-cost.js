@@ -8,8 +8,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { makePeer, startBackends } from './lib/peers.js';
-import { freePort, installCleanup, sleep, stopAll } from './lib/procs.js';
+import { startBackends, startUpgradesPeer } from './lib/peers.js';
+import { installCleanup, runMain, sleep, stopAll } from './lib/procs.js';
 import { startClient } from './lib/ws-client.js';
 
 const seconds = Number(process.env.KERNEL_COST_SECONDS ?? 5);
@@ -17,12 +17,7 @@ const FREQUENCY = 4999;
 
 /** Kernel symbols of one peer under load, in µs per upgrade; with the totals. */
 async function measure(name, backendPorts, client, dir) {
-  const port = await freePort();
-  const peer = makePeer(name, { dir, backendPorts, port });
-  await peer.start();
-  const url = `ws://127.0.0.1:${port}/ws`;
-  const load = (s) => client.cmd({ cmd: 'upgrades', url, seconds: s, concurrency: 16, rooms: 1000 });
-  await load(1);
+  const { peer, load } = await startUpgradesPeer(name, backendPorts, client, dir);
   const data = join(dir, `${name}.perf.data`);
   const perf = spawn('perf', ['record', '-F', String(FREQUENCY), '-o', data, '-p', peer.pids().join(',')], {
     stdio: 'ignore',
@@ -89,10 +84,4 @@ async function main() {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    console.error(error);
-    process.exit(1);
-  },
-);
+runMain(main);

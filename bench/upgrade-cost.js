@@ -9,8 +9,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { makePeer, startBackends } from './lib/peers.js';
-import { freePort, installCleanup, sleep, stopAll } from './lib/procs.js';
+import { startBackends, startUpgradesPeer } from './lib/peers.js';
+import { installCleanup, runMain, sleep, stopAll } from './lib/procs.js';
 import { startClient } from './lib/ws-client.js';
 
 const seconds = Number(process.env.UPGRADE_COST_SECONDS ?? 5);
@@ -34,12 +34,7 @@ function threadTicks(pids) {
 }
 
 async function measure(name, backendPorts, client, dir) {
-  const port = await freePort();
-  const peer = makePeer(name, { dir, backendPorts, port });
-  await peer.start();
-  const url = `ws://127.0.0.1:${port}/ws`;
-  const load = (s) => client.cmd({ cmd: 'upgrades', url, seconds: s, concurrency: 16, rooms: 1000 });
-  await load(1);
+  const { peer, load } = await startUpgradesPeer(name, backendPorts, client, dir);
   const before = threadTicks(peer.pids());
   const { count } = await load(seconds);
   const after = threadTicks(peer.pids());
@@ -108,10 +103,4 @@ async function main() {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (error) => {
-    console.error(error);
-    process.exit(1);
-  },
-);
+runMain(main);

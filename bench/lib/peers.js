@@ -238,3 +238,17 @@ export function makePeer(name, opts) {
   };
   return peer;
 }
+
+/**
+ * Starts `name` for the upgrades load (16 loops of open + close handshake over 1,000 rooms) and
+ * warms it up for a second: the peer, and `load(seconds)` resolving to {count}.
+ */
+export async function startUpgradesPeer(name, backendPorts, client, dir) {
+  const port = await freePort();
+  const peer = makePeer(name, { dir, backendPorts, port });
+  await peer.start();
+  const url = `ws://127.0.0.1:${port}/ws`;
+  const load = (seconds) => client.cmd({ cmd: 'upgrades', url, seconds, concurrency: 16, rooms: 1000 });
+  await load(1);
+  return { peer, load };
+}

@@ -103,6 +103,17 @@ export async function stopAll() {
   );
 }
 
+/** Runs a script's `main`: exits 0 once it resolves, 1 (printing the error) if it throws. */
+export function runMain(main) {
+  main().then(
+    () => process.exit(0),
+    (error) => {
+      console.error(error);
+      process.exit(1);
+    },
+  );
+}
+
 let hooked = false;
 /** Makes sure no child outlives the benchmark, whatever ends it. */
 export function installCleanup() {
