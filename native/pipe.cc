@@ -249,7 +249,6 @@ struct Exchange {
   roomring_http::ResponseHead parsed;
   roomring_http::Dechunker dechunker;
   uint64_t remaining = 0;
-  int status = 0;
   bool responded = false;  // the client's head is written or queued
   bool complete = false;   // everything for the client is in `out` or written
   bool clean = true;       // the backend sent nothing past the response
@@ -698,7 +697,7 @@ class Pipe {
       for (uint64_t id : listening) Unlisten(id, true);
       std::vector<Exchange*> exchanges;
       for (auto& entry : exchanges_) exchanges.push_back(entry.second);
-      for (Exchange* ex : exchanges) ClientGone(ex);
+      for (Exchange* ex : exchanges) Abandon(ex);
       DropPool();
       Bury();
       return false;
@@ -1029,12 +1028,7 @@ class Pipe {
       incomings_.insert(in);
       // The request is often there already: read it before asking epoll.
       if (!ReadHead(in)) continue;
-      struct epoll_event ev = {};
-      ev.events = kClientEvents;
-      ev.data.ptr = static_cast<Watched*>(in);
-      in->watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &ev) == 0;
-      in->events = kClientEvents;
-      if (!in->watched) DropIncoming(in);
+      if (!Register(in)) DropIncoming(in);
     }
   }
 
@@ -1094,10 +1088,28 @@ class Pipe {
   /** A parked connection that became readable waits, unwatched, for JavaScript. */
   void Mute(Incoming* in) { SetInterest(in, 0); }
 
+  /** Watches a client connection for its bytes and its end; false if epoll refused it. */
+  bool Register(Incoming* in) {
+    struct epoll_event ev = {};
+    ev.events = kClientEvents;
+    ev.data.ptr = static_cast<Watched*>(in);
+    in->watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, in->fd, &ev) == 0;
+    in->events = in->watched ? kClientEvents : 0;
+    return in->watched;
+  }
+
   void Unregister(Incoming* in) {
     if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
     in->watched = false;
     in->events = 0;
+  }
+
+  /** A parked connection is forgotten, its descriptor left to JavaScript, which owns it. */
+  void ForgetParked(Incoming* in) {
+    parked_.erase(in->fd);
+    Unregister(in);
+    in->fd = -1;
+    Forget(in);
   }
 
   /**
@@ -1106,13 +1118,7 @@ class Pipe {
    */
   void Release(int fd) {
     auto found = parked_.find(fd);
-    if (found == parked_.end()) return;
-    Incoming* in = found->second;
-    parked_.erase(found);
-    if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
-    in->watched = false;
-    in->fd = -1;
-    Forget(in);
+    if (found != parked_.end()) ForgetParked(found->second);
   }
 
   void SetInterest(Incoming* in, uint32_t want) {
@@ -1126,7 +1132,7 @@ class Pipe {
 
   void DropIncoming(Incoming* in) {
     if (in->fd >= 0) {
-      if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
+      Unregister(in);
       close(in->fd);
       in->fd = -1;
     }
@@ -1158,11 +1164,7 @@ class Pipe {
       in->listener = nullptr;
       if (in->parked) {
         // JavaScript still answers it (exchange() or release()), as a connection of no listener.
-        parked_.erase(in->fd);
-        if (in->watched) epoll_ctl(epoll_, EPOLL_CTL_DEL, in->fd, nullptr);
-        in->watched = false;
-        in->fd = -1;
-        Forget(in);
+        ForgetParked(in);
       } else if (in->exchange != nullptr) {
         // The proxy stops: a response not yet begun tells the client that the connection closes.
         if (!in->exchange->responded) in->exchange->keepAlive = false;
@@ -1264,16 +1266,9 @@ class Pipe {
     in->bytes.swap(c.toClient);
     ex->client = in;
     exchanges_[ex->id] = ex;
-    if (!in->watched) {
-      struct epoll_event ev = {};
-      ev.events = kClientEvents;
-      ev.data.ptr = static_cast<Watched*>(in);
-      in->watched = epoll_ctl(epoll_, EPOLL_CTL_ADD, in->fd, &ev) == 0;
-      in->events = kClientEvents;
-      if (!in->watched) {
-        ClientGone(ex);
-        return;
-      }
+    if (!in->watched && !Register(in)) {
+      Abandon(ex);
+      return;
     }
     SetClientInterest(ex);
     // The first attempt came with it.
@@ -1486,7 +1481,6 @@ class Pipe {
       length -= end;
       if (head.status >= 100 && head.status < 200) continue;
       ex->parsed = head;
-      ex->status = head.status;
       ex->responded = true;
       ex->remaining = head.length;
       if (head.framing == roomring_http::Framing::kNone ||
@@ -1581,7 +1575,7 @@ class Pipe {
       if (sent < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        ClientGone(ex);
+        Abandon(ex);
         return;
       }
       ex->outOffset += static_cast<size_t>(sent);
@@ -1616,14 +1610,14 @@ class Pipe {
   void ExchangeClientEvent(Exchange* ex, uint32_t events) {
     Incoming* in = ex->client;
     if (events & (EPOLLERR | EPOLLRDHUP | EPOLLHUP)) {
-      ClientGone(ex);
+      Abandon(ex);
       return;
     }
     if (events & EPOLLIN) {
       char* buffer = buffer_.data();
       ssize_t got = read(in->fd, buffer, kMaxHead - in->bytes.size());
       if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-        ClientGone(ex);
+        Abandon(ex);
         return;
       }
       if (got > 0) in->bytes.append(buffer, static_cast<size_t>(got));
@@ -1682,7 +1676,7 @@ class Pipe {
   void Finish(Exchange* ex) {
     Incoming* in = ex->client;
     bool keep = ex->keepAlive && in->listener != nullptr;
-    EndExchange(ex, ex->status);
+    EndExchange(ex, ex->parsed.status);
     if (!keep) {
       Linger(in);
       return;
@@ -1734,16 +1728,16 @@ class Pipe {
     SetInterest(in, kClientEvents);
   }
 
-  /** Gives up mid-response: both connections close, and the client sees the cut. */
+  /**
+   * Gives up on the exchange: both connections close. Mid-response the client sees the cut; when
+   * the client went away (or failed), the backend connection closes with it.
+   */
   void Abandon(Exchange* ex) {
     CloseUpstream(ex);
     Incoming* in = ex->client;
-    EndExchange(ex, ex->status);
+    EndExchange(ex, ex->parsed.status);
     DropIncoming(in);
   }
-
-  /** The client went away (or failed): the backend connection closes with it. */
-  void ClientGone(Exchange* ex) { Abandon(ex); }
 
   /** Attempts past their limit fail: connecting, awaiting the response, or silent mid-response. */
   void SweepExchanges() {
