@@ -14,7 +14,14 @@ import type { Backend, Pool } from '../pool/pool.js';
 import type { AbortListener, ClientExchange, ClientRequest } from './client-exchange.js';
 import { CONNECT_ERRORS, nextBackend } from './failover.js';
 import { requestHeadersFor, responseHeadersFor } from './headers.js';
-import type { Accepted, ExchangeListener, ForwardLimits, NativePipe, PipeRoute } from './native-pipe.js';
+import {
+  type Accepted,
+  bareIp,
+  type ExchangeListener,
+  type ForwardLimits,
+  type NativePipe,
+  type PipeRoute,
+} from './native-pipe.js';
 import type { ProxyObserver } from './observer.js';
 import { errorResponse } from './reply.js';
 import {
@@ -297,7 +304,7 @@ export class PipedExchange implements ExchangeListener {
 
 /** Whether the native pipe can forward to `backend`: plain TCP to an IP address. */
 export function canForwardInPipe(backend: Backend): boolean {
-  return !backend.tls && isIP(backend.host.startsWith('[') ? backend.host.slice(1, -1) : backend.host) !== 0;
+  return !backend.tls && isIP(bareIp(backend.host)) !== 0;
 }
 
 /**

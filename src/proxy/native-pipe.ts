@@ -442,11 +442,7 @@ function load(): NativePipe | null {
       } catch {
         return undefined;
       }
-      track(id, {
-        accepted: (accepted) => listener.accepted(accepted),
-        back: (back) => listener.back(back),
-        closed: () => {},
-      });
+      track(id, listener);
       return id;
     },
     listenOwn(ip, port, limits, listener) {
@@ -462,11 +458,7 @@ function load(): NativePipe | null {
         // The pipe listens on its own copy.
         closeFd(fd);
       }
-      track(id, {
-        accepted: (accepted) => listener.accepted(accepted),
-        back: (back) => listener.back(back),
-        closed: () => {},
-      });
+      track(id, listener);
       return id;
     },
     // The listener is forgotten when the pipe reports it closed, after what it reported before.
@@ -501,7 +493,7 @@ function load(): NativePipe | null {
 }
 
 /** An IP literal without the brackets of an IPv6 URL host. */
-function bareIp(ip: string): string {
+export function bareIp(ip: string): string {
   return ip.startsWith('[') ? ip.slice(1, -1) : ip;
 }
 

@@ -24,6 +24,7 @@ import {
   type Accepted,
   type AcceptLimits,
   type AcceptListener,
+  bareIp,
   isAccepted,
   type NativePipe,
   nativePipe,
@@ -168,7 +169,7 @@ export class ProxyServer implements ConnectionHandler {
     const id = pipe?.listenOwn(host, port, this.acceptLimits, this.acceptListener);
     if (pipe === undefined || id === undefined) return undefined;
     this.accepting = { pipe, id };
-    const ip = host.startsWith('[') ? host.slice(1, -1) : host;
+    const ip = bareIp(host);
     return { address: ip, family: net.isIPv6(ip) ? 'IPv6' : 'IPv4', port };
   }
 
