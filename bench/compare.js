@@ -4,7 +4,8 @@
 // dist/ built. The two proxies alternate, COMPARE_ROUNDS times (4), each load COMPARE_SECONDS
 // long (6), against the same three backends; the medians and the ratio are printed. On a shared
 // 2-core machine two identical builds came out 0.92–1.09 apart (2 rounds of 3 s): trust a ratio
-// outside that band only.
+// outside that band only. COMPARE_NODE_ARGS (space-separated) are given to node for this
+// checkout only, so `COMPARE_NODE_ARGS=--some-v8-flag node bench/compare.js . upgrades` weighs a flag.
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
@@ -24,6 +25,7 @@ if (other === undefined) {
 const modes = modeArgs.length > 0 ? modeArgs : ['http', 'upgrades', 'messages'];
 const rounds = Number(process.env.COMPARE_ROUNDS ?? 4);
 const seconds = Number(process.env.COMPARE_SECONDS ?? 6);
+const nodeArgs = (process.env.COMPARE_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '');
 
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -32,9 +34,9 @@ const median = (values) => {
 };
 
 /** One load on a fresh proxy from `root`: the unit of work per proxy CPU-second. */
-async function measure(root, mode, dir, backendPorts, client) {
+async function measure(root, mode, dir, backendPorts, client, args = []) {
   const port = await freePort();
-  const peer = makePeer('roomring', { dir, backendPorts, port, root });
+  const peer = makePeer('roomring', { dir, backendPorts, port, root, nodeArgs: args });
   await peer.start();
   try {
     const http = `http://127.0.0.1:${port}/api/state`;
@@ -78,7 +80,7 @@ async function main() {
       const mine = [];
       const theirs = [];
       for (let round = 0; round < rounds; round++) {
-        mine.push(await measure(here, mode, dir, backendPorts, client));
+        mine.push(await measure(here, mode, dir, backendPorts, client, nodeArgs));
         theirs.push(await measure(resolve(other), mode, dir, backendPorts, client));
       }
       const a = median(mine);
