@@ -119,61 +119,67 @@ export function ratioTable(peers, figures) {
   return table(header, rows);
 }
 
-/** The issue's targets, each met or missed, from ratios of this run. */
+/**
+ * The issue's targets, each met or missed, from ratios of this run. `haproxy` is what HAProxy
+ * reaches on the same measure in the same run, where the measure is not relative to HAProxy
+ * itself: it shows when a target asks for more than HAProxy does on this machine.
+ */
 export function targets(figures) {
   const r = figures.roomring ?? {};
   const hp = figures['http-proxy'] ?? {};
   const ha = figures.haproxy ?? {};
+  const timesBare = (key) => ({
+    of: (p) => ratio(p[key], hp[key]),
+    show: (v, p) => `${fmt(v, 2)}× (${fmt(p[key])} vs ${fmt(hp[key])})`,
+    ok: (v) => v >= 3,
+  });
   const list = [
-    {
-      target: 'HTTP requests per proxy CPU-s ≥ 3× bare http-proxy',
-      value: ratio(r.httpPerCpu, hp.httpPerCpu),
-      show: (v) => `${fmt(v, 2)}× (${fmt(r.httpPerCpu)} vs ${fmt(hp.httpPerCpu)})`,
-      ok: (v) => v >= 3,
-    },
+    { target: 'HTTP requests per proxy CPU-s ≥ 3× bare http-proxy', ...timesBare('httpPerCpu') },
     {
       target: 'WS messages per proxy CPU-s ≥ HAProxy',
-      value: ratio(r.msgsPerCpu, ha.msgsPerCpu),
+      of: (p) => ratio(p.msgsPerCpu, ha.msgsPerCpu),
       show: (v) => `${fmt(v, 2)}× (${fmt(r.msgsPerCpu)} vs ${fmt(ha.msgsPerCpu)})`,
       ok: (v) => v >= 1,
+      relative: true,
     },
-    {
-      target: 'WS upgrades per proxy CPU-s ≥ 3× bare http-proxy',
-      value: ratio(r.upgradesPerCpu, hp.upgradesPerCpu),
-      show: (v) => `${fmt(v, 2)}× (${fmt(r.upgradesPerCpu)} vs ${fmt(hp.upgradesPerCpu)})`,
-      ok: (v) => v >= 3,
-    },
+    { target: 'WS upgrades per proxy CPU-s ≥ 3× bare http-proxy', ...timesBare('upgradesPerCpu') },
     {
       target: '≤ 10 KB RSS per idle proxied WebSocket',
-      value: r.rssPerConnKb,
+      of: (p) => p.rssPerConnKb,
       show: (v) => `${fmt(v, 1)} KB`,
       ok: (v) => v <= 10,
     },
     {
       target: 'WS echo p99 ≤ 1.2× HAProxy',
-      value: ratio(r.echoP99, ha.echoP99),
+      of: (p) => ratio(p.echoP99, ha.echoP99),
       show: (v) => `${fmt(v, 2)}× (${fmt(r.echoP99, 3)} ms vs ${fmt(ha.echoP99, 3)} ms)`,
       ok: (v) => v <= 1.2,
+      relative: true,
     },
     {
       target: 'rooms split = 0',
-      value: r.roomsSplit,
+      of: (p) => p.roomsSplit,
       show: (v) => fmt(v),
       ok: (v) => v === 0,
     },
   ];
-  return list.map((t) => ({
-    target: t.target,
-    measured: t.value === undefined || Number.isNaN(t.value) ? 'not measured' : t.show(t.value),
-    status:
-      t.value === undefined || Number.isNaN(t.value) ? 'not measured' : t.ok(t.value) ? 'met' : '**missed**',
-  }));
+  const measured = (v) => v !== undefined && !Number.isNaN(v);
+  return list.map((t) => {
+    const value = t.of(r);
+    const theirs = t.relative ? undefined : t.of(ha);
+    return {
+      target: t.target,
+      measured: measured(value) ? t.show(value, r) : 'not measured',
+      status: measured(value) ? (t.ok(value) ? 'met' : '**missed**') : 'not measured',
+      haproxy: measured(theirs) ? `${t.show(theirs, ha)}${t.ok(theirs) ? '' : ' (misses it too)'}` : '—',
+    };
+  });
 }
 
 export function targetTable(figures) {
   return table(
-    ['target', 'measured', 'status'],
-    targets(figures).map((t) => [t.target, t.measured, t.status]),
+    ['target', 'measured', 'status', 'HAProxy, same measure'],
+    targets(figures).map((t) => [t.target, t.measured, t.status, t.haproxy]),
   );
 }
 
