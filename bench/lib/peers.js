@@ -137,8 +137,8 @@ ${servers}
 
 /**
  * Builds a peer: `{name, proxied, describe, start(), stop(), restart(), pids(), port}`.
- * `opts`: {dir, backendPorts, port, threads, nodeArgs, root (a roomring checkout with dist/ built),
- * pipe (roomring's websocket.pipe, 'native' by default)}. A started roomring peer's `pipe` is what
+ * `opts`: {dir, backendPorts, port, threads (HAProxy threads, nginx workers, roomring --workers),
+ * nodeArgs, root (a roomring checkout with dist/ built), pipe (roomring's websocket.pipe, 'native' by default)}. A started roomring peer's `pipe` is what
  * its start log says forwards WebSockets: 'js' where the native addon did not load.
  */
 export function makePeer(name, opts) {
@@ -175,10 +175,11 @@ export function makePeer(name, opts) {
       case 'roomring': {
         const file = join(dir, 'roomring.yaml');
         writeFileSync(file, roomringConfig(port, backendPorts, pipe));
+        const workers = threads > 1 ? ['--workers', String(threads)] : [];
         const proc = await start(
           'roomring',
           process.execPath,
-          [...nodeArgs, join(root, 'bin/roomring.js'), 'start', '--config', file],
+          [...nodeArgs, join(root, 'bin/roomring.js'), 'start', '--config', file, ...workers],
           { ready: /roomring listening on/, cwd: root },
         );
         peer.pipe = /"event":"start".*"pipe":"(\w+)"/.exec(proc.output())?.[1] ?? 'unknown';
@@ -187,7 +188,10 @@ export function makePeer(name, opts) {
           peer.pipe === 'native'
             ? `the native pipe ${accepts ? 'accepts the clients, ' : ''}connects to the backends and forwards WebSockets`
             : 'Node sockets forward WebSockets';
-        peer.describe = `node bin/roomring.js start (one process; ${forwarder})`;
+        peer.describe =
+          threads > 1
+            ? `node bin/roomring.js start --workers ${threads} (a primary and ${threads} workers; in each, ${forwarder})`
+            : `node bin/roomring.js start (one process; ${forwarder})`;
         return [proc];
       }
       case 'http-proxy': {
