@@ -7,7 +7,8 @@
 // BENCH_ROUNDS (3), BENCH_WARMUP (1), BENCH_WRK_CONNECTIONS (64), BENCH_IDLE_CONNS (1000),
 // BENCH_ECHO_ROOMS (200), BENCH_ECHO_RATE (2000 msg/s), BENCH_UPGRADE_CONCURRENCY (16),
 // BENCH_WINDOW (16), BENCH_MSG_BYTES (64), BENCH_PEERS (comma list), BENCH_PEER_THREADS (HAProxy
-// threads, nginx workers, roomring --workers: 1), BENCH_NO_BUILD (1: use dist/ as it is), BENCH_RESULTS (output dir).
+// threads, nginx workers, roomring --workers: 1), BENCH_NO_BUILD (1: use dist/ as it is),
+// BENCH_RESULTS (output dir).
 import { execFileSync } from 'node:child_process';
 import {
   cpSync,

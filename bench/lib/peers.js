@@ -138,8 +138,9 @@ ${servers}
 /**
  * Builds a peer: `{name, proxied, describe, start(), stop(), restart(), pids(), port}`.
  * `opts`: {dir, backendPorts, port, threads (HAProxy threads, nginx workers, roomring --workers),
- * nodeArgs, root (a roomring checkout with dist/ built), pipe (roomring's websocket.pipe, 'native' by default)}. A started roomring peer's `pipe` is what
- * its start log says forwards WebSockets: 'js' where the native addon did not load.
+ * nodeArgs, root (a roomring checkout with dist/ built), pipe (roomring's websocket.pipe, 'native'
+ * by default)}. A started roomring peer's `pipe` is what its start log says forwards WebSockets: 'js'
+ * where the native addon did not load.
  */
 export function makePeer(name, opts) {
   const { dir, backendPorts, port, threads = 1, nodeArgs = [], root = ROOT, pipe = 'native' } = opts;
