@@ -251,6 +251,36 @@ describe('HTTP in the native pipe', () => {
     expect(rejected?.data).toContain('ROOMRING_E_NO_ROOM');
   });
 
+  it.each(['native', 'js'])(
+    'answers a HEAD request with an error head and no body, so the next response on the connection is read whole (websocket.pipe %s)',
+    async (pipe) => {
+      const refusing = net.createServer();
+      await new Promise<void>((resolve) => refusing.listen(0, '127.0.0.1', resolve));
+      const deadPort = (refusing.address() as net.AddressInfo).port;
+      await new Promise<void>((resolve) => refusing.close(() => resolve()));
+      const proxy = await proxyTo(deadPort, { websocket: { pipe } });
+      const client = await connectRaw(proxy.port);
+      let text = '';
+      client.on('data', (chunk: Buffer) => {
+        text += chunk.toString('latin1');
+      });
+      client.write(
+        `HEAD /rooms/a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n${get('/nope')}`,
+      );
+      await waitUntil(() => text.endsWith('}'), 5000);
+      const [first, second, third, body, ...rest] = text.split('\r\n\r\n');
+      expect(first).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*Content-Length: \d+/);
+      expect(second).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*Content-Length: \d+/);
+      expect(third).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+      expect(JSON.parse(body ?? '')).toMatchObject({ error: { code: 'ROOMRING_E_NO_ROOM' } });
+      expect(rest).toEqual([]);
+      // The connection is still open for the next request.
+      const next = readResponses(client, 1);
+      client.write(get('/nope'));
+      expect((await next)[0]?.head).toMatch(/^HTTP\/1\.1 400 /);
+    },
+  );
+
   it('hands the connection to Node for a request with a body, between bodiless ones', async () => {
     const backend = await startBackend('b1');
     const proxy = await proxyTo(backend.port);
@@ -290,6 +320,32 @@ describe('HTTP in the native pipe', () => {
     expect(await text).toMatch(
       /^HTTP\/1\.1 200 OK\r\nContent-Length: 2\r\nDate: .+\r\nConnection: close\r\n\r\nok$/,
     );
+    expect(await proxy.exited).toBe(0);
+  });
+
+  it('answers a request whose backend fails during shutdown with an error that says the connection closes', async () => {
+    const held: net.Socket[] = [];
+    const failing = net.createServer((socket) => {
+      socket.on('error', () => socket.destroy());
+      socket.once('data', () => held.push(socket));
+    });
+    await new Promise<void>((resolve) => failing.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => failing.close(() => resolve())));
+    const proxy = await proxyTo((failing.address() as net.AddressInfo).port);
+    const client = await connectRaw(proxy.port);
+    const text = new Promise<string>((resolve) => {
+      let got = '';
+      client.on('data', (chunk: Buffer) => {
+        got += chunk.toString('latin1');
+      });
+      client.once('end', () => resolve(got));
+    });
+    client.write(get('/rooms/a'));
+    await waitUntil(() => held.length === 1, 3000);
+    proxy.child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    held[0]?.resetAndDestroy();
+    expect(await text).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*Connection: close\r\n\r\n\{/);
     expect(await proxy.exited).toBe(0);
   });
 

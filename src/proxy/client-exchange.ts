@@ -246,7 +246,8 @@ export class ClientExchange {
     const keepAlive = this.reusable;
     this.closeAfter = !keepAlive;
     this.headersSent = true;
-    this.socket.write(errorResponse(code, this.connectionField(keepAlive)), 'latin1');
+    const noBody = this.request.method === 'HEAD';
+    this.socket.write(errorResponse(code, this.connectionField(keepAlive), noBody), 'latin1');
     this.finish();
   }
 

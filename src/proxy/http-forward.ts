@@ -82,6 +82,8 @@ export class HttpForwarder {
   private pipe: NativePipe | undefined;
   /** `pipeLimits`, made once per options. */
   private limits: ForwardLimits | undefined;
+  /** Set when the proxy stops: an answer not yet begun closes its connection. */
+  stopping = false;
 
   constructor(
     private readonly pool: Pool,
@@ -183,7 +185,7 @@ export class HttpForwarder {
     const id = pipe.exchange(
       accepted,
       rest,
-      { noBody: request.method === 'HEAD', keepAlive, retriable: exchange.retriable },
+      { noBody: exchange.noBody, keepAlive, retriable: exchange.retriable },
       exchange,
       backend === undefined ? undefined : exchange.route(backend),
     );
@@ -229,6 +231,8 @@ export class PipedExchange implements ExchangeListener {
   /** The head every attempt sends; the request itself is not kept. */
   private readonly head: string;
   readonly retriable: boolean;
+  /** A HEAD request: its answers have no body. */
+  readonly noBody: boolean;
 
   constructor(
     private readonly forwarder: HttpForwarder,
@@ -240,6 +244,7 @@ export class PipedExchange implements ExchangeListener {
   ) {
     this.head = `${backendHead(request, requestHeadersFor(request, false))}Connection: keep-alive\r\n\r\n`;
     this.retriable = isRetriable(request);
+    this.noBody = request.method === 'HEAD';
   }
 
   get tried(): Set<string> {
@@ -273,7 +278,9 @@ export class PipedExchange implements ExchangeListener {
 
   /** Answers with a coded JSON error (counted by the caller). */
   replyError(code: ErrorCode): void {
-    this.pipe.reply(this.id, errorResponse(code, this.keepAlive ? undefined : 'close'), this.keepAlive);
+    // Once the proxy stops, the pipe closes the connection after this answer: the answer says so.
+    const keepAlive = this.keepAlive && !this.forwarder.stopping;
+    this.pipe.reply(this.id, errorResponse(code, keepAlive ? undefined : 'close', this.noBody), keepAlive);
   }
 
   /** @internal ExchangeListener */

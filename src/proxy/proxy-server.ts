@@ -388,6 +388,7 @@ export class ProxyServer implements ConnectionHandler {
   async close(timeoutMs: number): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    this.http.stopping = true;
     clearInterval(this.sweeper);
     const { accepting } = this;
     accepting?.pipe.unlisten(accepting.id);

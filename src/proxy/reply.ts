@@ -20,8 +20,12 @@ export function httpDate(): string {
   return dateText;
 }
 
-/** A whole error response for `code`; `connection` is the Connection field's value, if any. */
-export function errorResponse(code: ErrorCode, connection: string | undefined): string {
+/**
+ * A whole error response for `code`; `connection` is the Connection field's value, if any. The
+ * answer to a HEAD request (`noBody`) has the same fields and no body (RFC 9110 9.3.2): bytes after
+ * its head would be read as the next response on a kept connection.
+ */
+export function errorResponse(code: ErrorCode, connection: string | undefined, noBody = false): string {
   const status = ERROR_CODES[code].status;
   const body = errorBody(code);
   return (
@@ -31,7 +35,7 @@ export function errorResponse(code: ErrorCode, connection: string | undefined): 
     'Cache-Control: no-store\r\n' +
     `Date: ${httpDate()}\r\n` +
     (connection === undefined ? '' : `Connection: ${connection}\r\n`) +
-    `\r\n${body.toString('latin1')}`
+    `\r\n${noBody ? '' : body.toString('latin1')}`
   );
 }
 
