@@ -1319,6 +1319,7 @@ class Pipe {
     ex->complete = true;
     ex->keepAlive = ex->keepAlive && c.keepAlive;
     ex->out.swap(c.toClient);
+    ex->lastActive = now_;
     FlushClient(ex);
   }
 
@@ -1739,15 +1740,28 @@ class Pipe {
     DropIncoming(in);
   }
 
-  /** Attempts past their limit fail: connecting, awaiting the response, or silent mid-response. */
+  /**
+   * Attempts past their limit fail: connecting, awaiting the response, or silent mid-response (the
+   * backend or the client). An exchange whose response is all read, with a client that takes no
+   * more of it, is dropped after the listener's keep-alive time, as the Node path drops a
+   * connection that has nothing left to do but write.
+   */
   void SweepExchanges() {
-    std::vector<Exchange*> due;
+    std::vector<Exchange*> failed;
+    std::vector<Exchange*> stalled;
     for (auto& entry : exchanges_) {
       Exchange* ex = entry.second;
-      int64_t limit = ex->connecting ? ex->connectMs : ex->responded ? ex->idleMs : ex->responseMs;
-      if (ex->attempting && limit > 0 && now_ - ex->lastActive >= limit) due.push_back(ex);
+      if (ex->attempting) {
+        int64_t limit = ex->connecting ? ex->connectMs : ex->responded ? ex->idleMs : ex->responseMs;
+        if (limit > 0 && now_ - ex->lastActive >= limit) failed.push_back(ex);
+      } else if (!ex->out.empty()) {
+        Listener* l = ex->client->listener;
+        int64_t limit = l != nullptr && l->idleMs > 0 ? l->idleMs : ex->idleMs;
+        if (limit > 0 && now_ - ex->lastActive >= limit) stalled.push_back(ex);
+      }
     }
-    for (Exchange* ex : due) FailAttempt(ex, ex->connecting ? kConnectTimedOut : kResponseTimedOut);
+    for (Exchange* ex : failed) FailAttempt(ex, ex->connecting ? kConnectTimedOut : kResponseTimedOut);
+    for (Exchange* ex : stalled) Abandon(ex);
   }
 
   /** Idle pooled connections older than the pool's keep-alive time close (every second). */

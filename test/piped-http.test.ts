@@ -349,6 +349,28 @@ describe('HTTP in the native pipe', () => {
     expect(await proxy.exited).toBe(0);
   });
 
+  it("drops a client that takes none of its responses for the listener's keep-alive time", async () => {
+    const body = 'x'.repeat(60_000);
+    const backend = await rawBackend(
+      () => `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    const proxy = await proxyTo(backend.port, { listen: { host: '127.0.0.1', port: 0, keepAlive: '1s' } });
+    const client = await connectRaw(proxy.port);
+    client.pause();
+    let received = 0;
+    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
+    client.on('error', () => undefined);
+    client.write(Array.from({ length: 100 }, (_, i) => get(`/rooms/r${i}`)).join(''));
+    // More than a second with nothing taken: the proxy lets go of the connection.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    client.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+    });
+    client.resume();
+    await closed;
+    expect(received).toBeLessThan(100 * body.length);
+  });
+
   it('does not pool a backend connection that said close, answers 502 to a malformed response, and reads a head that comes in pieces', async () => {
     const backend = await rawBackend((head) => {
       if (head.startsWith('GET /rooms/close '))
