@@ -155,8 +155,11 @@ inline bool RewriteHead(const char* p, size_t n, bool noBody, bool clientKeepAli
       hasLength = true;
       length = v;
     } else if (IsName(name, field.nameLength, "transfer-encoding")) {
+      // Chunked alone: another coding (gzip, say) would reach the client undeclared, since the
+      // field is this hop's, and a body not ending in chunked has no length this proxy can use.
       std::vector<std::string> codings = Tokens(value, field.valueLength);
-      chunked = codings.back() == "chunked";
+      if (chunked || codings.size() != 1 || codings[0] != "chunked") return false;
+      chunked = true;
     } else if (IsName(name, field.nameLength, "connection")) {
       for (const std::string& token : Tokens(value, field.valueLength)) {
         if (token == "close") close = true;
@@ -178,6 +181,7 @@ inline bool RewriteHead(const char* p, size_t n, bool noBody, bool clientKeepAli
   head->framing = framing;
   head->length = length;
   bool unknownLength = framing == Framing::kChunked || framing == Framing::kClose;
+  bool lengthWritten = false;
   out->append("HTTP/1.1 ");
   out->append(p + 9, 3);
   out->push_back(' ');
@@ -186,7 +190,11 @@ inline bool RewriteHead(const char* p, size_t n, bool noBody, bool clientKeepAli
   for (const Field& field : fields) {
     const char* name = p + field.name;
     if (IsHopByHop(name, field.nameLength)) continue;
-    if (unknownLength && IsName(name, field.nameLength, "content-length")) continue;
+    if (IsName(name, field.nameLength, "content-length")) {
+      // Void beside chunking (RFC 9112 6.3); repeats, all equal, are sent once.
+      if (unknownLength || lengthWritten) continue;
+      lengthWritten = true;
+    }
     bool named = false;
     for (const std::string& token : listed) {
       if (IsName(name, field.nameLength, token.c_str())) named = true;

@@ -281,6 +281,28 @@ describe('HTTP in the native pipe', () => {
     },
   );
 
+  it.each(['native', 'js'])(
+    'sends a repeated Content-Length once, and answers 502 to a transfer coding other than chunked (websocket.pipe %s)',
+    async (pipe) => {
+      const backend = await rawBackend((head) => {
+        if (head.startsWith('GET /rooms/twice '))
+          return 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok';
+        if (head.startsWith('GET /rooms/gzip '))
+          return { end: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabcdef' };
+        return { end: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n' };
+      });
+      const proxy = await proxyTo(backend.port, { websocket: { pipe } });
+      const client = await connectRaw(proxy.port);
+      const answers = readResponses(client, 3);
+      client.write(get('/rooms/twice') + get('/rooms/gzip') + get('/rooms/gzip-chunked'));
+      const [twice, gzip, gzipChunked] = await answers;
+      expect(twice?.head.match(/content-length/gi)).toEqual(['Content-Length']);
+      expect(twice?.body).toBe('ok');
+      expect(gzip?.head).toMatch(/^HTTP\/1\.1 502 /);
+      expect(gzipChunked?.head).toMatch(/^HTTP\/1\.1 502 /);
+    },
+  );
+
   it('hands the connection to Node for a request with a body, between bodiless ones', async () => {
     const backend = await startBackend('b1');
     const proxy = await proxyTo(backend.port);

@@ -200,11 +200,15 @@ export class ClientExchange {
     }
     let head = `HTTP/1.1 ${status} ${statusText}\r\n`;
     let dated = false;
+    let lengthWritten = false;
     for (let i = 0; i < headers.length; i += 2) {
       const name = headers[i] as string;
       if (isField(name, 'date')) dated = true;
-      // A Content-Length the backend sent beside its chunking is void (RFC 9112 6.3).
-      else if (unknownLength && isField(name, 'content-length')) continue;
+      else if (isField(name, 'content-length')) {
+        // Void beside chunking (RFC 9112 6.3); repeats, all equal (the reader checked), are sent once.
+        if (unknownLength || lengthWritten) continue;
+        lengthWritten = true;
+      }
       head += `${name}: ${headers[i + 1]}\r\n`;
     }
     if (!dated) head += `Date: ${httpDate()}\r\n`;

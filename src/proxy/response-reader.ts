@@ -189,7 +189,12 @@ export class ResponseReader {
         }
         length = n;
       } else if (isField(name, 'transfer-encoding')) {
-        chunked = value.toLowerCase().split(',').at(-1)?.trim() === 'chunked';
+        // Chunked alone: another coding (gzip, say) would reach the client undeclared, since the
+        // field is this hop's, and a body not ending in chunked has no length this proxy can use.
+        if (chunked || value.toLowerCase() !== 'chunked') {
+          throw new ResponseFormatError('transfer coding other than chunked');
+        }
+        chunked = true;
       } else if (isField(name, 'connection')) {
         // HTTP/1.0 responses are never reused, keep-alive or not: only a `close` matters here.
         if (
