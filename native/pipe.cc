@@ -163,6 +163,7 @@ struct Listener : Watched {
   int64_t restUntil = 0;  // out of descriptors: not watched until then
   int64_t headMs = 0;     // time from a connection's first byte to the end of its head (0: none)
   int64_t idleMs = 0;     // time a connection may stay silent before its first byte
+  int64_t sendMs = 0;     // time a client may take none of a response waiting for it (0: none)
   bool dead = false;
 };
 
@@ -322,6 +323,7 @@ struct Command {
   int64_t graceMs = 0;
   int64_t headMs = 0;  // kLimits
   int64_t idleMs = 0;  // kLimits
+  int64_t sendMs = 0;  // kLimits
   // kExchange: the client's descriptor (the rest of its bytes in toClient) and its request.
   int fd = -1;
   bool noBody = false;
@@ -819,6 +821,7 @@ class Pipe {
         if (found != listeners_.end()) {
           found->second->headMs = c.headMs;
           found->second->idleMs = c.idleMs;
+          found->second->sendMs = c.sendMs;
         }
         continue;
       }
@@ -1741,23 +1744,23 @@ class Pipe {
   }
 
   /**
-   * Attempts past their limit fail: connecting, awaiting the response, or silent mid-response (the
-   * backend or the client). An exchange whose response is all read, with a client that takes no
-   * more of it, is dropped after the listener's keep-alive time, as the Node path drops a
-   * connection that has nothing left to do but write.
+   * Attempts past their limit fail: connecting, awaiting the response, or silent mid-response. A
+   * client that takes none of the bytes waiting for it within its listener's send limit is
+   * dropped. (While bytes wait for the client the backend is not read, so `lastActive` is the
+   * client's last progress.)
    */
   void SweepExchanges() {
     std::vector<Exchange*> failed;
     std::vector<Exchange*> stalled;
     for (auto& entry : exchanges_) {
       Exchange* ex = entry.second;
-      if (ex->attempting) {
+      Listener* l = ex->client->listener;
+      int64_t sendMs = l != nullptr ? l->sendMs : 0;
+      if (!ex->out.empty() && sendMs > 0 && now_ - ex->lastActive >= sendMs) {
+        stalled.push_back(ex);
+      } else if (ex->attempting) {
         int64_t limit = ex->connecting ? ex->connectMs : ex->responded ? ex->idleMs : ex->responseMs;
         if (limit > 0 && now_ - ex->lastActive >= limit) failed.push_back(ex);
-      } else if (!ex->out.empty()) {
-        Listener* l = ex->client->listener;
-        int64_t limit = l != nullptr && l->idleMs > 0 ? l->idleMs : ex->idleMs;
-        if (limit > 0 && now_ - ex->lastActive >= limit) stalled.push_back(ex);
       }
     }
     for (Exchange* ex : failed) FailAttempt(ex, ex->connecting ? kConnectTimedOut : kResponseTimedOut);
@@ -2294,12 +2297,12 @@ napi_value Connect(napi_env env, napi_callback_info info) {
 }
 
 /**
- * listen(fd, headMs, idleMs): the listener's id. The pipe accepts the connections of the listening
- * socket fd (on a copy of it) and reports each with its first head (see kIncoming).
+ * listen(fd, headMs, idleMs, sendMs): the listener's id. The pipe accepts the connections of the
+ * listening socket fd (on a copy of it) and reports each with its first head (see kIncoming).
  */
 napi_value Listen(napi_env env, napi_callback_info info) {
-  napi_value argv[3];
-  Pipe* pipe = WorkingPipeWith(env, info, 3, argv, "listen(fd, headMs, idleMs)");
+  napi_value argv[4];
+  Pipe* pipe = WorkingPipeWith(env, info, 4, argv, "listen(fd, headMs, idleMs, sendMs)");
   if (pipe == nullptr) return nullptr;
   int copy = fcntl(static_cast<int>(Int(env, argv[0])), F_DUPFD_CLOEXEC, 0);
   if (copy < 0) return Throw(env, "the listening socket could not be duplicated");
@@ -2314,6 +2317,7 @@ napi_value Listen(napi_env env, napi_callback_info info) {
   l->fd = copy;
   l->headMs = Int(env, argv[1]);
   l->idleMs = Int(env, argv[2]);
+  l->sendMs = Int(env, argv[3]);
   uint64_t id = l->id;
   Command command;
   command.kind = CommandKind::kListen;
@@ -2386,14 +2390,16 @@ napi_value Unlisten(napi_env env, napi_callback_info info) {
 }
 
 /**
- * limits(id, headMs, idleMs): new time limits for the listener's connections: the silence limit
- * for those accepted from now on, the head limit for heads begun from now on.
+ * limits(id, headMs, idleMs, sendMs): new time limits for the listener's connections: the silence
+ * limit for those accepted from now on, the head limit for heads begun from now on, the send limit
+ * at the next sweep.
  */
 napi_value Limits(napi_env env, napi_callback_info info) {
-  return PushById(env, info, CommandKind::kLimits, 3, "limits(id, headMs, idleMs)",
+  return PushById(env, info, CommandKind::kLimits, 4, "limits(id, headMs, idleMs, sendMs)",
                   [env](Command& command, napi_value* argv) {
                     command.headMs = Int(env, argv[1]);
                     command.idleMs = Int(env, argv[2]);
+                    command.sendMs = Int(env, argv[3]);
                   });
 }
 

@@ -371,27 +371,48 @@ describe('HTTP in the native pipe', () => {
     expect(await proxy.exited).toBe(0);
   });
 
-  it("drops a client that takes none of its responses for the listener's keep-alive time", async () => {
-    const body = 'x'.repeat(60_000);
-    const backend = await rawBackend(
-      () => `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
-    );
-    const proxy = await proxyTo(backend.port, { listen: { host: '127.0.0.1', port: 0, keepAlive: '1s' } });
-    const client = await connectRaw(proxy.port);
-    client.pause();
-    let received = 0;
-    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()));
-    client.on('error', () => undefined);
-    client.write(Array.from({ length: 100 }, (_, i) => get(`/rooms/r${i}`)).join(''));
-    // More than a second with nothing taken: the proxy lets go of the connection.
-    await new Promise((resolve) => setTimeout(resolve, 3000));
-    client.on('data', (chunk: Buffer) => {
-      received += chunk.length;
-    });
-    client.resume();
-    await closed;
-    expect(received).toBeLessThan(100 * body.length);
-  });
+  it.each(['native', 'js'])(
+    'drops a client that takes none of its responses for listen.sendTimeout, and keeps one that reads slowly (websocket.pipe %s)',
+    async (pipe) => {
+      const body = 'x'.repeat(60_000);
+      const backend = await rawBackend(
+        () => `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      );
+      const listen = { host: '127.0.0.1', port: 0, keepAlive: '1s', sendTimeout: '2s' };
+      const proxy = await proxyTo(backend.port, { listen, websocket: { pipe } });
+      const requests = (count: number): string =>
+        Array.from({ length: count }, (_, i) => get(`/rooms/r${i}`)).join('');
+
+      // Takes nothing for over two seconds, with more waiting than the kernel's buffers hold: the
+      // proxy lets go of the connection.
+      const stalled = await connectRaw(proxy.port);
+      stalled.pause();
+      stalled.on('error', () => undefined);
+      const closed = new Promise<void>((resolve) => stalled.once('close', () => resolve()));
+      stalled.write(requests(100));
+      await new Promise((resolve) => setTimeout(resolve, 5000));
+      let received = 0;
+      stalled.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+      });
+      stalled.resume();
+      await closed;
+      expect(received).toBeLessThan(100 * body.length);
+
+      // Takes a read's worth every 100 ms, for longer than both limits: it gets every response.
+      // (The kernel's buffers make progress visible to the proxy only in steps, so the reads must
+      // be well within the limit.)
+      const slow = await connectRaw(proxy.port);
+      const all = readResponses(slow, 30);
+      slow.on('data', () => {
+        slow.pause();
+        setTimeout(() => slow.resume(), 100);
+      });
+      slow.write(requests(30));
+      const responses = await all;
+      expect(responses.map((r) => r.body.length)).toEqual(Array(30).fill(body.length));
+    },
+  );
 
   it('does not pool a backend connection that said close, answers 502 to a malformed response, and reads a head that comes in pieces', async () => {
     const backend = await rawBackend((head) => {

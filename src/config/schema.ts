@@ -198,6 +198,10 @@ export const configSchema = z
           'Time a client has to send a whole request head, then 408 and the connection closes (0: no limit)',
         ),
         keepAlive: duration('5s', 'How long an idle keep-alive connection from a client is kept open'),
+        sendTimeout: duration(
+          '60s',
+          'Time a client may take none of an HTTP response waiting for it, then the connection closes (0: no limit)',
+        ),
       })
       .prefault({})
       .describe('Where clients connect'),

@@ -19,6 +19,16 @@ export interface ConnectionHandler {
   refused(code: ErrorCode): void;
 }
 
+/** A client connection's limits, in sweep ticks (see ProxyServer); 0 for none. */
+export interface TickLimits {
+  /** Idle between requests. */
+  keepAlive: number;
+  /** From a head's first byte to its end. */
+  head: number;
+  /** With response bytes waiting, none of them taken. */
+  send: number;
+}
+
 const CONNECTION = Symbol('connection');
 type ConnectedSocket = Socket & { [CONNECTION]?: ClientConnection };
 
@@ -59,6 +69,9 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
   /** Sweep ticks (see ProxyServer) since the connection became idle or a head began. */
   idleTicks = 0;
   headTicks = -1;
+  /** Sweep ticks with response bytes waiting and none taken, and how many waited at the last tick. */
+  private sendTicks = 0;
+  private waitingBytes = 0;
 
   constructor(
     readonly socket: Socket,
@@ -94,18 +107,31 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
 
   /**
    * One sweep tick (the listener runs one a second, rather than a timer per request): closes a
-   * connection idle for more than `keepAliveTicks`, and answers 408 to a head that took more
-   * than `headTicksLimit`.
+   * connection whose client took none of the response bytes waiting for it for more than
+   * `limits.send`, or idle for more than `limits.keepAlive`, and answers 408 to a head that took
+   * more than `limits.head`.
    */
-  tick(keepAliveTicks: number, headTicksLimit: number): void {
+  tick(limits: TickLimits): void {
     if (this.gone) return;
+    const waiting = this.socket.writableLength;
+    if (waiting > 0) {
+      // A write completes as the kernel takes it: an unchanged amount waiting is no progress.
+      if (waiting !== this.waitingBytes) this.sendTicks = 0;
+      else if (++this.sendTicks > limits.send && limits.send > 0) {
+        this.socket.destroy();
+        return;
+      }
+    } else this.sendTicks = 0;
+    this.waitingBytes = waiting;
     // A pipelined head waits while the request before it is answered: its time starts after.
     if (this.headTicks >= 0 && this.current === undefined) {
-      if (++this.headTicks > headTicksLimit && headTicksLimit > 0)
-        this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
+      if (++this.headTicks > limits.head && limits.head > 0) this.failRequest('ROOMRING_E_REQUEST_TIMEOUT');
       return;
     }
-    if (this.idle && this.waiting.length === 0 && ++this.idleTicks > keepAliveTicks) this.socket.destroy();
+    // A connection whose last response is still being taken is not idle yet.
+    if (waiting > 0) this.idleTicks = 0;
+    else if (this.idle && this.waiting.length === 0 && ++this.idleTicks > limits.keepAlive)
+      this.socket.destroy();
   }
 
   // Parser events (inside execute()): they only record, the exchanges start after execute returns.

@@ -34,9 +34,9 @@ interface Binding {
     idleMs: number,
     owned: boolean,
   ): number;
-  listen(fd: number, headMs: number, idleMs: number): number;
+  listen(fd: number, headMs: number, idleMs: number, sendMs: number): number;
   unlisten(id: number): void;
-  limits(id: number, headMs: number, idleMs: number): void;
+  limits(id: number, headMs: number, idleMs: number, sendMs: number): void;
   closeWith(id: number, toClient: Buffer, toUpstream: Buffer, graceMs: number): void;
   destroy(id: number): void;
   exchange(
@@ -174,6 +174,8 @@ export interface AcceptLimits {
   headMs: number;
   /** Silence before the first byte; past it, the connection is closed. */
   idleMs: number;
+  /** A client that takes none of a response waiting for it this long is dropped. */
+  sendMs: number;
 }
 
 /** A connection the pipe accepted, with what it read: at least a whole head, unless `late`. */
@@ -438,7 +440,7 @@ function load(): NativePipe | null {
       if (typeof fd !== 'number' || fd < 0) return undefined;
       let id: number;
       try {
-        id = binding.listen(fd, limits.headMs, limits.idleMs);
+        id = binding.listen(fd, limits.headMs, limits.idleMs, limits.sendMs);
       } catch {
         return undefined;
       }
@@ -451,7 +453,7 @@ function load(): NativePipe | null {
       const fd = binding.bindReusePort(address, port);
       let id: number;
       try {
-        id = binding.listen(fd, limits.headMs, limits.idleMs);
+        id = binding.listen(fd, limits.headMs, limits.idleMs, limits.sendMs);
       } catch {
         return undefined;
       } finally {
@@ -463,7 +465,7 @@ function load(): NativePipe | null {
     },
     // The listener is forgotten when the pipe reports it closed, after what it reported before.
     unlisten: (id) => binding.unlisten(id),
-    limits: (id, limits) => binding.limits(id, limits.headMs, limits.idleMs),
+    limits: (id, limits) => binding.limits(id, limits.headMs, limits.idleMs, limits.sendMs),
     closeWith: (id, toClient, toUpstream, graceMs) => binding.closeWith(id, toClient, toUpstream, graceMs),
     destroy: (id) => binding.destroy(id),
     moveAfter: (ms) => binding.moveAfter(ms),

@@ -16,7 +16,7 @@ import { type ErrorCode, RoomringError } from '../errors.js';
 import type { Backend, Pool } from '../pool/pool.js';
 import type { Ring } from '../ring/ring.js';
 import { compileRoomKey, type RoomKeyFn, type RoomSource } from '../room/room-key.js';
-import { ClientConnection, type ConnectionHandler } from './client-connection.js';
+import { ClientConnection, type ConnectionHandler, type TickLimits } from './client-connection.js';
 import { type ClientExchange, ClientRequest } from './client-exchange.js';
 import { ConnectionTracker } from './connections.js';
 import { canForwardInPipe, type ForwardOptions, HttpForwarder } from './http-forward.js';
@@ -49,8 +49,7 @@ export class ProxyServer implements ConnectionHandler {
   private readonly ws: WebSocketForwarder;
   private roomKeyFrom: RoomKeyFn;
   private onMissing: Config['room']['onMissing'];
-  private keepAliveTicks: number;
-  private headTicks: number;
+  private ticks: TickLimits;
   private acceptLimits: AcceptLimits;
   private readonly pipeMode: Config['websocket']['pipe'];
   /** The native pipe's listener, when the pipe accepts the connections. */
@@ -77,8 +76,7 @@ export class ProxyServer implements ConnectionHandler {
   ) {
     this.roomKeyFrom = compileRoomKey(config.room.from);
     this.onMissing = config.room.onMissing;
-    this.keepAliveTicks = Math.ceil(config.listen.keepAlive / SWEEP_MS);
-    this.headTicks = Math.ceil(config.listen.headTimeout / SWEEP_MS);
+    this.ticks = ticksOf(config);
     this.acceptLimits = acceptLimitsOf(config);
     this.pipeMode = config.websocket.pipe;
     const options = forwardOptions(config);
@@ -97,15 +95,14 @@ export class ProxyServer implements ConnectionHandler {
 
   /** Runs every SWEEP_MS, so client timeouts cost no timer per request (they are ±1 s). */
   private sweep(): void {
-    for (const connection of this.connections) connection.tick(this.keepAliveTicks, this.headTicks);
+    for (const connection of this.connections) connection.tick(this.ticks);
   }
 
   /** Applies room rules and timeouts from a reloaded config; open connections are kept. */
   configure(config: Config): void {
     this.roomKeyFrom = compileRoomKey(config.room.from);
     this.onMissing = config.room.onMissing;
-    this.keepAliveTicks = Math.ceil(config.listen.keepAlive / SWEEP_MS);
-    this.headTicks = Math.ceil(config.listen.headTimeout / SWEEP_MS);
+    this.ticks = ticksOf(config);
     this.acceptLimits = acceptLimitsOf(config);
     if (this.accepting !== undefined) this.accepting.pipe.limits(this.accepting.id, this.acceptLimits);
     const options = forwardOptions(config);
@@ -461,8 +458,21 @@ function drop(client: Socket | Accepted): void {
   else client.destroy();
 }
 
+function ticksOf(config: Config): TickLimits {
+  const { keepAlive, headTimeout, sendTimeout } = config.listen;
+  return {
+    keepAlive: Math.ceil(keepAlive / SWEEP_MS),
+    head: Math.ceil(headTimeout / SWEEP_MS),
+    send: Math.ceil(sendTimeout / SWEEP_MS),
+  };
+}
+
 function acceptLimitsOf(config: Config): AcceptLimits {
-  return { headMs: config.listen.headTimeout, idleMs: config.listen.keepAlive };
+  return {
+    headMs: config.listen.headTimeout,
+    idleMs: config.listen.keepAlive,
+    sendMs: config.listen.sendTimeout,
+  };
 }
 
 function withBackend(backend: Backend | undefined, room: string | null): Target {

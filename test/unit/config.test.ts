@@ -40,7 +40,13 @@ function errorOf(text: string, file = FILE): ConfigError {
 describe('valid configs', () => {
   it('loads the example config as written', () => {
     const config = parseConfigText(EXAMPLE_YAML, FILE);
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 8080, headTimeout: 60_000, keepAlive: 5000 });
+    expect(config.listen).toEqual({
+      host: '0.0.0.0',
+      port: 8080,
+      headTimeout: 60_000,
+      keepAlive: 5000,
+      sendTimeout: 60_000,
+    });
     expect(config.room).toEqual({
       from: [{ path: '/rooms/:room' }, { query: 'room' }, { header: 'x-room-id' }],
       onMissing: 'reject',
@@ -75,7 +81,7 @@ describe('valid configs', () => {
     const config = parseConfigText('', FILE);
     // A subset: sections added to the schema later bring their own defaults and tests.
     expect(config).toMatchObject({
-      listen: { host: '127.0.0.1', port: 8080, headTimeout: 60_000, keepAlive: 5000 },
+      listen: { host: '127.0.0.1', port: 8080, headTimeout: 60_000, keepAlive: 5000, sendTimeout: 60_000 },
       room: {
         from: [{ path: '/rooms/:room' }, { query: 'room' }, { header: 'x-room-id' }],
         onMissing: 'reject',
@@ -90,13 +96,25 @@ describe('valid configs', () => {
 
   it('fills defaults inside a section given only in part', () => {
     const config = parseConfigText('listen:\n  port: 9000\ntimeouts:\n  response: 3s\n', FILE);
-    expect(config.listen).toEqual({ host: '127.0.0.1', port: 9000, headTimeout: 60_000, keepAlive: 5000 });
+    expect(config.listen).toEqual({
+      host: '127.0.0.1',
+      port: 9000,
+      headTimeout: 60_000,
+      keepAlive: 5000,
+      sendTimeout: 60_000,
+    });
     expect(config.timeouts).toEqual({ connect: 5000, response: 3000, idle: 0, keepAlive: 4000 });
   });
 
   it('lets command-line overrides win over the file', () => {
     const config = parseConfigText(EXAMPLE_YAML, FILE, { host: '127.0.0.2', port: 0, logLevel: 'warn' });
-    expect(config.listen).toEqual({ host: '127.0.0.2', port: 0, headTimeout: 60_000, keepAlive: 5000 });
+    expect(config.listen).toEqual({
+      host: '127.0.0.2',
+      port: 0,
+      headTimeout: 60_000,
+      keepAlive: 5000,
+      sendTimeout: 60_000,
+    });
     expect(config.log.level).toBe('warn');
   });
 

@@ -201,7 +201,13 @@ describe('README config reference', () => {
 describe('config/roomring.example.yaml', () => {
   it('loads and holds the values of the README example', () => {
     const config = loadConfigFile(EXAMPLE_FILE);
-    expect(config.listen).toEqual({ host: '127.0.0.1', port: 8080, headTimeout: 60_000, keepAlive: 5000 });
+    expect(config.listen).toEqual({
+      host: '127.0.0.1',
+      port: 8080,
+      headTimeout: 60_000,
+      keepAlive: 5000,
+      sendTimeout: 60_000,
+    });
     expect(config.room.from).toEqual([{ path: '/rooms/:room' }, { query: 'room' }, { header: 'x-room-id' }]);
     expect(config.room.onMissing).toBe('reject');
     expect(config.backends).toEqual([
