@@ -225,7 +225,7 @@ export interface HttpResult {
 /** One HTTP request with a fresh connection (no agent), so tests see the proxy's own behaviour. */
 export function request(
   url: string,
-  options: { method?: string; headers?: Record<string, string>; body?: string } = {},
+  options: { method?: string; headers?: Record<string, string | string[]>; body?: string } = {},
 ): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
     const req = http.request(

@@ -49,6 +49,22 @@ describe('sticky routing', () => {
     expect(seen.size).toBe(3);
   });
 
+  it('routes a room header sent twice by its first value', async () => {
+    const backends = await startBackends(['b1', 'b2', 'b3']);
+    const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });
+    const once = new Map<string, string>();
+    const twice = new Map<string, string>();
+    for (let i = 0; i < 30; i++) {
+      const room = `twice-${i}`;
+      const single = await request(`${proxy.url}/api`, { headers: { 'x-room-id': room } });
+      const repeated = await request(`${proxy.url}/api`, { headers: { 'x-room-id': [room, room] } });
+      once.set(room, JSON.parse(single.body).server);
+      twice.set(room, JSON.parse(repeated.body).server);
+    }
+    expect(twice).toEqual(once);
+    expect(new Set(once.values()).size).toBe(3);
+  });
+
   it('sends HTTP and WebSocket traffic of a room to the same backend, and route agrees', async () => {
     const backends = await startBackends(['b1', 'b2', 'b3']);
     const proxy = await startProxy({ room: ROOM_RULES, backends: backendsConfig(backends) });

@@ -63,6 +63,13 @@ export class ClientRequest {
    * Header values by lower-cased name, built on first use: repeated fields joined with ', '
    * (cookies with '; '), as node:http joins them.
    */
+  /** The first value of the field `name` (lower-cased), as it came. */
+  firstHeader(name: string): string | undefined {
+    const raw = this.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) if (isField(raw[i] as string, name)) return raw[i + 1];
+    return undefined;
+  }
+
   get headers(): Record<string, string> {
     if (this.lowered !== undefined) return this.lowered;
     const headers: Record<string, string> = Object.create(null);

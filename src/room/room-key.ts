@@ -8,6 +8,11 @@ import { RoomringError } from '../errors.js';
 export interface RoomSource {
   url?: string | undefined;
   headers: Record<string, string | string[] | undefined>;
+  /**
+   * The first value of a repeated field (`name` lower-cased), where `headers` joins repeats into
+   * one value: a room header added twice on the way must not name another room.
+   */
+  firstHeader?(name: string): string | undefined;
 }
 
 /** Returns the decoded room id, or null when no rule finds one; throws RoomringError for a bad id. */
@@ -49,7 +54,7 @@ function compileRule(rule: RoomRule): Extractor {
   if ('header' in rule) {
     // Node lower-cases incoming header names; a rule built without the schema may not be.
     const name = rule.header.toLowerCase();
-    return (req) => headerText(req.headers[name]);
+    return (req) => headerText(req.firstHeader === undefined ? req.headers[name] : req.firstHeader(name));
   }
   const name = rule.cookie;
   return (req) => cookieValue(headerText(req.headers.cookie), name);
