@@ -303,6 +303,41 @@ describe('HTTP in the native pipe', () => {
     },
   );
 
+  it.each(['native', 'js'])(
+    'serves an upgrade that is not a WebSocket handshake (h2c, HEAD, a body) as plain HTTP and closes the connection after it (websocket.pipe %s)',
+    async (pipe) => {
+      const backend = await rawBackend(() => OK);
+      const proxy = await proxyTo(backend.port, { websocket: { pipe } });
+      const handshake =
+        'Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n';
+      const requests = [
+        'GET /rooms/a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n',
+        `HEAD /rooms/a HTTP/1.1\r\nHost: x\r\n${handshake}\r\n`,
+        `GET /rooms/a HTTP/1.1\r\nHost: x\r\n${handshake}Content-Length: 3\r\n\r\nabc`,
+      ];
+      for (const [i, text] of requests.entries()) {
+        const client = await connectRaw(proxy.port);
+        let got = '';
+        client.on('data', (chunk: Buffer) => {
+          got += chunk.toString('latin1');
+        });
+        const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+        // A request after it on the same connection is not read: the connection ends first.
+        client.write(`${text}${get('/rooms/other')}`);
+        await ended;
+        expect(got).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*Connection: close\r\n/);
+        expect(backend.seen.length).toBe(i + 1);
+      }
+      const [h2c, head, body] = backend.seen.map((s) => s.head);
+      expect(h2c).toMatch(/^GET \/rooms\/a HTTP\/1\.1\r\n/);
+      expect(h2c).not.toMatch(/\r\nupgrade:/i);
+      expect(h2c).toMatch(/\r\nX-Forwarded-For: 6\.6\.6\.6, 127\.0\.0\.1\r\n/i);
+      expect(head).toMatch(/^HEAD \/rooms\/a HTTP\/1\.1\r\n/);
+      expect(body).toMatch(/^GET \/rooms\/a HTTP\/1\.1\r\n[\s\S]*Content-Length: 3\r\n/i);
+      expect(body).not.toMatch(/\r\nupgrade:/i);
+    },
+  );
+
   it('hands the connection to Node for a request with a body, between bodiless ones', async () => {
     const backend = await startBackend('b1');
     const proxy = await proxyTo(backend.port);

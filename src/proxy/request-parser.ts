@@ -6,6 +6,7 @@
 
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
+import { isField } from './headers.js';
 
 /** A request head as llhttp read it. */
 export interface ParsedHead {
@@ -15,9 +16,16 @@ export interface ParsedHead {
   rawHeaders: string[];
   versionMajor: number;
   versionMinor: number;
-  /** HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`. */
+  /**
+   * HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`; false for an
+   * upgrade to another protocol than WebSocket, which is served as plain HTTP and ends its
+   * connection (llhttp reads nothing after it).
+   */
   keepAlive: boolean;
-  /** `Connection: upgrade` with an Upgrade header, or CONNECT. */
+  /**
+   * A WebSocket handshake (a bodiless GET with `Connection: upgrade` and `Upgrade: websocket`), or
+   * CONNECT. Any other `Upgrade` (h2c, say, or one with a body) is not taken up.
+   */
   upgrade: boolean;
 }
 
@@ -175,16 +183,41 @@ function onHeadersComplete(
 ): number {
   const owner = this[OWNER];
   if (owner === undefined) return 0;
+  const name = METHODS[method] ?? 'UNKNOWN';
+  const rawHeaders = limited(headers ?? owner.takePartialHeaders());
+  const taken = upgrade && (name === 'CONNECT' || isWebSocketHandshake(name, rawHeaders));
   const stop = owner.events.head({
-    method: METHODS[method] ?? 'UNKNOWN',
+    method: name,
     url: url ?? owner.takePartialUrl(),
-    rawHeaders: limited(headers ?? owner.takePartialHeaders()),
+    rawHeaders,
     versionMajor,
     versionMinor,
-    keepAlive,
-    upgrade,
+    keepAlive: keepAlive && upgrade === taken,
+    upgrade: taken,
   });
   return stop ? STOP_AFTER_HEAD : 0;
+}
+
+/**
+ * Whether an upgrade request is a WebSocket handshake: a GET (RFC 6455 4.1) without a body whose
+ * Upgrade names websocket.
+ */
+function isWebSocketHandshake(method: string, rawHeaders: readonly string[]): boolean {
+  if (method !== 'GET') return false;
+  let websocket = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    const value = rawHeaders[i + 1] as string;
+    if (isField(name, 'upgrade')) {
+      websocket ||= value.split(',').some((token) => token.trim().toLowerCase() === 'websocket');
+    } else if (
+      isField(name, 'transfer-encoding') ||
+      (isField(name, 'content-length') && value.trim() !== '0')
+    ) {
+      return false;
+    }
+  }
+  return websocket;
 }
 
 function onBody(this: OwnedParser, chunk: Buffer): void {
