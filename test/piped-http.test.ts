@@ -338,6 +338,44 @@ describe('HTTP in the native pipe', () => {
     },
   );
 
+  it.each(['native', 'js'])(
+    'on shutdown answers an upgrade still waiting for its backend with 503, and ends one the backend answered 404 without close frames (websocket.pipe %s)',
+    async (pipe) => {
+      const backend = await rawBackend((head) =>
+        head.startsWith('GET /rooms/missing ')
+          ? 'HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope'
+          : '',
+      );
+      const proxy = await proxyTo(backend.port, { websocket: { pipe } });
+      const handshake = (path: string): string =>
+        `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+      // The whole text the client got, once the proxy ended the connection.
+      const open = async (path: string): Promise<{ text: Promise<string> }> => {
+        const client = await connectRaw(proxy.port);
+        const text = new Promise<string>((resolve) => {
+          let got = '';
+          client.on('data', (chunk: Buffer) => {
+            got += chunk.toString('latin1');
+          });
+          client.once('end', () => resolve(got));
+        });
+        client.write(handshake(path));
+        return { text };
+      };
+      const waiting = await open('/rooms/waiting');
+      const missing = await open('/rooms/missing');
+      await waitUntil(() => backend.seen.length === 2, 3000);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      proxy.child.kill('SIGTERM');
+      expect(await waiting.text).toMatch(
+        /^HTTP\/1\.1 503 Service Unavailable\r\n[\s\S]*\r\n\r\n\{"error":\{"code":"ROOMRING_E_SHUTTING_DOWN"/,
+      );
+      expect(await missing.text).toBe('HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope');
+      expect(await proxy.exited).toBe(0);
+    },
+  );
+
   it('hands the connection to Node for a request with a body, between bodiless ones', async () => {
     const backend = await startBackend('b1');
     const proxy = await proxyTo(backend.port);

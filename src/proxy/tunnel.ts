@@ -9,11 +9,28 @@
 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { ErrorCode } from '../errors.js';
 import type { Tunnel } from './connections.js';
 import type { NativePipe } from './native-pipe.js';
 import { statusOfHead } from './observer.js';
-import { endThenDestroy, isSocket } from './reply.js';
-import { CLOSE_GRACE_MS, clientCloseFrame, closeTunnel, serverCloseFrame } from './ws-frames.js';
+import { endThenDestroy, errorResponse, isSocket, replyErrorOnSocket } from './reply.js';
+import {
+  CLOSE_GOING_AWAY,
+  CLOSE_GRACE_MS,
+  clientCloseFrame,
+  closeTunnel,
+  serverCloseFrame,
+} from './ws-frames.js';
+
+/**
+ * The answer to an upgrade whose backend has not answered yet, when its tunnel is closed with a
+ * close `code`: no WebSocket exists yet, so the client gets an HTTP error rather than a frame.
+ */
+function unansweredError(code: number): ErrorCode {
+  return code === CLOSE_GOING_AWAY ? 'ROOMRING_E_SHUTTING_DOWN' : 'ROOMRING_E_NO_BACKEND';
+}
+
+const NOTHING = Buffer.alloc(0);
 
 /** Where a tunnel's bytes go after the 101: the native pipe, with the tunnel's idle limit. */
 export interface PipeHandover {
@@ -31,6 +48,8 @@ export class PipedTunnel implements Tunnel {
   readonly piped = true;
   private closed = false;
   private closing = false;
+  /** The backend's answer: 0 while none came. */
+  private status = 0;
   /** The tunnel's id in the pipe, set once the pipe took it. */
   id = 0;
 
@@ -41,11 +60,26 @@ export class PipedTunnel implements Tunnel {
     private readonly onClose: (tunnel: Tunnel) => void,
   ) {}
 
+  /** The backend answered the handshake with `status`. */
+  answered(status: number): void {
+    this.status = status;
+  }
+
+  /**
+   * A close frame with `code` each way after a 101, then both sockets end; an upgrade still waiting
+   * for its answer gets an HTTP error instead, and one answered otherwise (a 404, say) just ends.
+   */
   closeWith(code: number): void {
-    // One close frame each way, even when a drain and a shutdown both ask.
+    // One close each way, even when a drain and a shutdown both ask.
     if (this.closed || this.closing) return;
     this.closing = true;
-    this.pipe.closeWith(this.id, serverCloseFrame(code), clientCloseFrame(code), CLOSE_GRACE_MS);
+    if (this.status === 101) {
+      this.pipe.closeWith(this.id, serverCloseFrame(code), clientCloseFrame(code), CLOSE_GRACE_MS);
+    } else {
+      const reply =
+        this.status === 0 ? Buffer.from(errorResponse(unansweredError(code), 'close'), 'latin1') : NOTHING;
+      this.pipe.closeWith(this.id, reply, NOTHING, CLOSE_GRACE_MS);
+    }
   }
 
   destroy(): void {
@@ -120,6 +154,8 @@ export class ByteTunnel implements Tunnel {
   private answerTimer: NodeJS.Timeout | undefined;
   /** The backend's first bytes came. */
   private answered = false;
+  /** They were a 101: the connection is a WebSocket. */
+  private switched = false;
   readonly piped = false;
 
   constructor(
@@ -207,6 +243,7 @@ export class ByteTunnel implements Tunnel {
     }
     const first = !this.answered;
     this.answered = true;
+    if (first) this.switched = statusOfHead(chunk) === 101;
     if (this.onAnswer !== undefined) {
       const onAnswer = this.onAnswer;
       this.onAnswer = undefined;
@@ -215,7 +252,7 @@ export class ByteTunnel implements Tunnel {
     if (!this.client.write(chunk)) this.upstream.pause();
     // Only a switch to the WebSocket protocol makes the rest a byte stream for the pipe.
     if (first && this.handover !== undefined) {
-      if (statusOfHead(chunk) === 101) awaitPipe(this);
+      if (this.switched) awaitPipe(this);
       else this.handover = undefined;
     }
   }
@@ -242,6 +279,7 @@ export class ByteTunnel implements Tunnel {
     this.handover = undefined;
     this.release();
     const piped = new PipedTunnel(this.room, this.backendId, handover.pipe, this.onClose);
+    piped.answered(101);
     const id = handover.pipe.adopt(client, upstream, handover.idleMs, () => piped.pipeClosed());
     if (id === undefined) {
       this.closed = false;
@@ -253,9 +291,20 @@ export class ByteTunnel implements Tunnel {
     return 'done';
   }
 
-  /** Closes as both peers expect: a close frame with `code` each way, then both sockets end. */
+  /**
+   * Closes as both peers expect: a close frame with `code` each way after a 101, then both
+   * sockets end; an upgrade still waiting for its answer gets an HTTP error instead, and one
+   * answered otherwise (a 404, say) just ends.
+   */
   closeWith(code: number): void {
-    if (!this.closed) closeTunnel(this, code);
+    if (this.closed) return;
+    if (this.switched) closeTunnel(this, code);
+    else if (this.answered) this.close();
+    else {
+      this.detach();
+      replyErrorOnSocket(this.client, unansweredError(code));
+      this.upstream.destroy();
+    }
   }
 
   /** Closes both sockets now. */

@@ -172,7 +172,10 @@ export class WebSocketForwarder {
           this.tracker.add(tunnel);
           settle();
         },
-        answered: (status) => this.observer?.upgrade(target.id, status),
+        answered: (status) => {
+          tunnel?.answered(status);
+          this.observer?.upgrade(target.id, status);
+        },
         failed: (code, back) => {
           onBack(code, back);
           settle();
