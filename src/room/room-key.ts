@@ -27,7 +27,7 @@ export function compileRoomKey(rules: readonly RoomRule[]): RoomKeyFn {
   // Form-encoded query strings write spaces as '+'; other sources keep '+' as it is.
   const plusIsSpace = rules.map((rule) => 'query' in rule);
   return (req) => {
-    const url = req.url ?? '/';
+    const url = originForm(req.url ?? '/');
     let end = url.indexOf('?');
     const hash = url.indexOf('#');
     if (hash !== -1 && (end === -1 || hash < end)) end = hash;
@@ -61,6 +61,19 @@ function compileRule(rule: RoomRule): Extractor {
 }
 
 /** Matches a pattern such as `/rooms/:room` segment by segment, as a prefix of the path. */
+/**
+ * The path and query of a request target: an absolute-form one (`http://host/rooms/a`, which
+ * servers must accept, RFC 9112 3.2.2) without its scheme and authority.
+ */
+function originForm(target: string): string {
+  if (target.charCodeAt(0) === 47 /* / */) return target;
+  const scheme = target.indexOf('://');
+  if (scheme === -1) return target;
+  let from = scheme + 3;
+  while (from < target.length && !'/?#'.includes(target[from] as string)) from++;
+  return target[from] === '/' ? target.slice(from) : `/${target.slice(from)}`;
+}
+
 function pathExtractor(pattern: string): Extractor {
   const segments = pattern.split('/').filter((s) => s !== '');
   const roomIndex = segments.indexOf(':room');

@@ -127,6 +127,14 @@ describe('rule order and fall-through', () => {
     expect(key(req('/other', { 'x-room-id': 'from-header' }))).toBe('from-header');
   });
 
+  it('reads the path and query of an absolute-form target (RFC 9112 3.2.2)', () => {
+    const key = compileRoomKey(rules);
+    expect(key(req('http://proxy.example/rooms/abs/ws'))).toBe('abs');
+    expect(key(req('http://proxy.example:8080/other?room=q'))).toBe('q');
+    expect(key(req('https://proxy.example?room=bare'))).toBe('bare');
+    expect(key(req('http://proxy.example'))).toBe(null);
+  });
+
   it('lets an empty value fall through to the next rule', () => {
     const key = compileRoomKey([{ query: 'room' }, { cookie: 'room' }, { header: 'x-room-id' }]);
     expect(key(req('/?room=', { cookie: 'room=', 'x-room-id': 'h' }))).toBe('h');
