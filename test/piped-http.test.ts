@@ -376,6 +376,29 @@ describe('HTTP in the native pipe', () => {
     },
   );
 
+  it.each(['native', 'js'])(
+    'answers the requests read whole before bytes it refuses, then the refusal (websocket.pipe %s)',
+    async (pipe) => {
+      const backend = await rawBackend(() => OK);
+      const proxy = await proxyTo(backend.port, { websocket: { pipe } });
+      for (const [bad, status] of [
+        ['NOT HTTP AT ALL\r\n\r\n', 400],
+        [`GET /rooms/c HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(17_000)}\r\n\r\n`, 431],
+      ] as const) {
+        const client = await connectRaw(proxy.port);
+        let got = '';
+        client.on('data', (chunk: Buffer) => {
+          got += chunk.toString('latin1');
+        });
+        const ended = new Promise<void>((resolve) => client.once('close', () => resolve()));
+        client.write(get('/rooms/a') + get('/rooms/b') + bad);
+        await ended;
+        const statuses = [...got.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => Number(match[1]));
+        expect(statuses).toEqual([200, 200, status]);
+      }
+    },
+  );
+
   it('hands the connection to Node for a request with a body, between bodiless ones', async () => {
     const backend = await startBackend('b1');
     const proxy = await proxyTo(backend.port);

@@ -66,6 +66,8 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
   private gone = false;
   private paused = false;
   private shuttingDown = false;
+  /** Bytes llhttp refused after whole requests: their error answer, once those are answered. */
+  private refusal: ErrorCode | undefined;
   /** Sweep ticks (see ProxyServer) since the connection became idle or a head began. */
   idleTicks = 0;
   headTicks = -1;
@@ -243,20 +245,35 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
     );
   }
 
+  /**
+   * Refuses the request being read (or the bytes where a head should start) with `code`, and
+   * nothing after it is read. Requests read whole before it are answered first, in order, as the
+   * native pipe answers them.
+   */
   private failRequest(code: ErrorCode): void {
     this.headTicks = -1;
     this.handler.refused(code);
-    const current = this.current;
-    this.current = undefined;
-    for (const exchange of this.waiting.splice(0)) exchange.abort();
+    const bad = this.reading;
     this.reading = undefined;
-    if (current?.headersSent) {
-      current.abort();
-      this.socket.destroy();
+    this.stopReading();
+    if (bad !== undefined) {
+      const at = this.waiting.indexOf(bad);
+      if (at !== -1) this.waiting.splice(at, 1);
+      if (bad === this.current) {
+        this.current = undefined;
+        if (bad.headersSent) {
+          bad.abort();
+          this.socket.destroy();
+          return;
+        }
+      }
+      bad.abort();
+    }
+    if (this.current !== undefined || this.waiting.length > 0) {
+      this.refusal = code;
+      this.next();
       return;
     }
-    current?.abort();
-    this.stopReading();
     replyErrorOnSocket(this.socket, code);
   }
 
@@ -308,7 +325,10 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
   updateFlow(): void {
     if (this.gone) return;
     const hold =
-      this.waiting.length > 0 || this.upgradeRequest !== undefined || this.reading?.backedUp === true;
+      this.waiting.length > 0 ||
+      this.upgradeRequest !== undefined ||
+      this.refusal !== undefined ||
+      this.reading?.backedUp === true;
     if (hold === this.paused) return;
     this.paused = hold;
     if (this.parser.consuming) this.parser.setReading(!hold);
@@ -327,6 +347,10 @@ export class ClientConnection implements ExchangeOwner, ParserEvents {
       return;
     }
     this.idleTicks = 0;
+    if (this.refusal !== undefined && this.waiting.length === 0) {
+      replyErrorOnSocket(this.socket, this.refusal);
+      return;
+    }
     this.next();
     this.updateFlow();
   }
