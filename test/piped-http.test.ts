@@ -135,6 +135,22 @@ function readResponses(client: net.Socket, count: number): Promise<Response[]> {
 
 const get = (path: string, extra = ''): string => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
 
+/**
+ * Everything a raw client receives until the proxy ends its connection (or resets it), as
+ * latin1 text.
+ */
+function textUntilEnd(client: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    client.on('data', (chunk: Buffer) => {
+      got += chunk.toString('latin1');
+    });
+    client.on('error', () => undefined);
+    client.once('end', () => resolve(got));
+    client.once('close', () => resolve(got));
+  });
+}
+
 describe('HTTP in the native pipe', () => {
   it('serves pipelined keep-alive requests on one connection without a Node socket, on one pooled backend connection', async () => {
     const backend = await rawBackend(() => OK);
@@ -317,15 +333,10 @@ describe('HTTP in the native pipe', () => {
       ];
       for (const [i, text] of requests.entries()) {
         const client = await connectRaw(proxy.port);
-        let got = '';
-        client.on('data', (chunk: Buffer) => {
-          got += chunk.toString('latin1');
-        });
-        const ended = new Promise<void>((resolve) => client.once('end', () => resolve()));
+        const got = textUntilEnd(client);
         // A request after it on the same connection is not read: the connection ends first.
         client.write(`${text}${get('/rooms/other')}`);
-        await ended;
-        expect(got).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*Connection: close\r\n/);
+        expect(await got).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*Connection: close\r\n/);
         expect(backend.seen.length).toBe(i + 1);
       }
       const [h2c, head, body] = backend.seen.map((s) => s.head);
@@ -353,13 +364,7 @@ describe('HTTP in the native pipe', () => {
       // The whole text the client got, once the proxy ended the connection.
       const open = async (path: string): Promise<{ text: Promise<string> }> => {
         const client = await connectRaw(proxy.port);
-        const text = new Promise<string>((resolve) => {
-          let got = '';
-          client.on('data', (chunk: Buffer) => {
-            got += chunk.toString('latin1');
-          });
-          client.once('end', () => resolve(got));
-        });
+        const text = textUntilEnd(client);
         client.write(handshake(path));
         return { text };
       };
@@ -386,14 +391,9 @@ describe('HTTP in the native pipe', () => {
         [`GET /rooms/c HTTP/1.1\r\nHost: x\r\nX-Pad: ${'p'.repeat(17_000)}\r\n\r\n`, 431],
       ] as const) {
         const client = await connectRaw(proxy.port);
-        let got = '';
-        client.on('data', (chunk: Buffer) => {
-          got += chunk.toString('latin1');
-        });
-        const ended = new Promise<void>((resolve) => client.once('close', () => resolve()));
+        const got = textUntilEnd(client);
         client.write(get('/rooms/a') + get('/rooms/b') + bad);
-        await ended;
-        const statuses = [...got.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => Number(match[1]));
+        const statuses = [...(await got).matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((match) => Number(match[1]));
         expect(statuses).toEqual([200, 200, status]);
       }
     },
@@ -412,59 +412,44 @@ describe('HTTP in the native pipe', () => {
     expect(JSON.parse(responses[1]?.data ?? '{}')).toMatchObject({ method: 'POST', body: 'hello' });
   });
 
-  it('finishes a request in flight on shutdown, telling its client that the connection closes, and then exits', async () => {
-    // A backend that answers when the test says so.
-    const answers: ((text: string) => void)[] = [];
-    const held = net.createServer((socket) => {
-      socket.on('error', () => socket.destroy());
-      socket.once('data', () => answers.push((text) => socket.write(text)));
-    });
-    await new Promise<void>((resolve) => held.listen(0, '127.0.0.1', resolve));
-    onCleanup(() => new Promise<void>((resolve) => held.close(() => resolve())));
-    const proxy = await proxyTo((held.address() as net.AddressInfo).port);
-    const client = await connectRaw(proxy.port);
-    const text = new Promise<string>((resolve) => {
-      let got = '';
-      client.on('data', (chunk: Buffer) => {
-        got += chunk.toString('latin1');
-      });
-      client.once('end', () => resolve(got));
-    });
-    client.write(get('/rooms/a'));
-    await waitUntil(() => answers.length === 1, 3000);
-    proxy.child.kill('SIGTERM');
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    answers[0]?.(OK);
-    expect(await text).toMatch(
-      /^HTTP\/1\.1 200 OK\r\nContent-Length: 2\r\nDate: .+\r\nConnection: close\r\n\r\nok$/,
-    );
-    expect(await proxy.exited).toBe(0);
-  });
-
-  it('answers a request whose backend fails during shutdown with an error that says the connection closes', async () => {
+  /**
+   * Sends one request to a backend that holds it, stops the proxy, then lets `backendDoes` act on
+   * the held backend connection: what the client got until the proxy ended its connection.
+   */
+  async function duringShutdown(backendDoes: (held: net.Socket) => void): Promise<{
+    text: string;
+    exitCode: number | null;
+  }> {
     const held: net.Socket[] = [];
-    const failing = net.createServer((socket) => {
+    const holding = net.createServer((socket) => {
       socket.on('error', () => socket.destroy());
       socket.once('data', () => held.push(socket));
     });
-    await new Promise<void>((resolve) => failing.listen(0, '127.0.0.1', resolve));
-    onCleanup(() => new Promise<void>((resolve) => failing.close(() => resolve())));
-    const proxy = await proxyTo((failing.address() as net.AddressInfo).port);
+    await new Promise<void>((resolve) => holding.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => holding.close(() => resolve())));
+    const proxy = await proxyTo((holding.address() as net.AddressInfo).port);
     const client = await connectRaw(proxy.port);
-    const text = new Promise<string>((resolve) => {
-      let got = '';
-      client.on('data', (chunk: Buffer) => {
-        got += chunk.toString('latin1');
-      });
-      client.once('end', () => resolve(got));
-    });
+    const text = textUntilEnd(client);
     client.write(get('/rooms/a'));
     await waitUntil(() => held.length === 1, 3000);
     proxy.child.kill('SIGTERM');
     await new Promise((resolve) => setTimeout(resolve, 300));
-    held[0]?.resetAndDestroy();
-    expect(await text).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*Connection: close\r\n\r\n\{/);
-    expect(await proxy.exited).toBe(0);
+    backendDoes(held[0] as net.Socket);
+    return { text: await text, exitCode: await proxy.exited };
+  }
+
+  it('finishes a request in flight on shutdown, telling its client that the connection closes, and then exits', async () => {
+    const { text, exitCode } = await duringShutdown((held) => held.write(OK));
+    expect(text).toMatch(
+      /^HTTP\/1\.1 200 OK\r\nContent-Length: 2\r\nDate: .+\r\nConnection: close\r\n\r\nok$/,
+    );
+    expect(exitCode).toBe(0);
+  });
+
+  it('answers a request whose backend fails during shutdown with an error that says the connection closes', async () => {
+    const { text, exitCode } = await duringShutdown((held) => held.resetAndDestroy());
+    expect(text).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*Connection: close\r\n\r\n\{/);
+    expect(exitCode).toBe(0);
   });
 
   it.each(['native', 'js'])(
