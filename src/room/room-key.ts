@@ -60,7 +60,6 @@ function compileRule(rule: RoomRule): Extractor {
   return (req) => cookieValue(headerText(req.headers.cookie), name);
 }
 
-/** Matches a pattern such as `/rooms/:room` segment by segment, as a prefix of the path. */
 /**
  * The path and query of a request target: an absolute-form one (`http://host/rooms/a`, which
  * servers must accept, RFC 9112 3.2.2) without its scheme and authority.
@@ -74,6 +73,7 @@ function originForm(target: string): string {
   return target[from] === '/' ? target.slice(from) : `/${target.slice(from)}`;
 }
 
+/** Matches a pattern such as `/rooms/:room` segment by segment, as a prefix of the path. */
 function pathExtractor(pattern: string): Extractor {
   const segments = pattern.split('/').filter((s) => s !== '');
   const roomIndex = segments.indexOf(':room');
