@@ -137,6 +137,9 @@ struct Tunnel {
   // none), then its first bytes are awaited (until `answerDeadline`, 0 for none).
   bool connecting = false;
   bool answered = true;
+  // The backend answered otherwise than 101 (a 404, say): no WebSocket. Its answer still reaches
+  // the client, but nothing more the client sends goes to the backend, which gets our FIN.
+  bool refused = false;
   int64_t connectDeadline = 0;
   int64_t answerMs = 0;
   int64_t answerDeadline = 0;
@@ -953,6 +956,7 @@ class Pipe {
         status = status * 10 + (data[i] - '0');
       }
     }
+    t->refused = status != 101;
     Report(t->id, kAnswered, status);
   }
 
@@ -1825,7 +1829,8 @@ class Pipe {
       if (got > 0) {
         t->lastActive = now_;
         if (!t->answered && end->side == kUpstream) Answered(t, buffer, static_cast<size_t>(got));
-        if (!t->closing && !Send(peer, buffer, static_cast<size_t>(got))) return;
+        bool forward = !t->closing && !(t->refused && end->side == kClient);
+        if (forward && !Send(peer, buffer, static_cast<size_t>(got))) return;
         // The FIN came with these bytes (EPOLLRDHUP) and the read took all there was: nothing more
         // can come, so the end is known without a read that returns 0.
         if ((events & EPOLLRDHUP) && static_cast<size_t>(got) < kReadSize) end->eof = true;
@@ -1926,7 +1931,8 @@ class Pipe {
     if (!t->answered && (t->closing || t->ends[kUpstream].eof)) timed_.erase(t);
     for (End& end : t->ends) {
       End& peer = t->ends[1 - end.side];
-      if (end.fd >= 0 && !end.shut && end.pending.empty() && (t->closing || peer.eof)) {
+      bool done = t->closing || peer.eof || (t->refused && end.side == kUpstream);
+      if (end.fd >= 0 && !end.shut && end.pending.empty() && done) {
         shutdown(end.fd, SHUT_WR);
         end.shut = true;
       }

@@ -399,6 +399,25 @@ describe('HTTP in the native pipe', () => {
     },
   );
 
+  it.each(['native', 'js'])(
+    'passes on a refused WebSocket handshake (404) and ends the connection, sending the backend nothing after it (websocket.pipe %s)',
+    async (pipe) => {
+      const backend = await rawBackend(() => 'HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope');
+      const proxy = await proxyTo(backend.port, { websocket: { pipe } });
+      const client = await connectRaw(proxy.port);
+      const text = textUntilEnd(client);
+      client.write(
+        'GET /rooms/a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      );
+      await waitUntil(() => backend.seen.length === 1, 3000);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      client.write(get('/rooms/other'));
+      expect(await text).toBe('HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope');
+      expect(backend.seen.map((s) => s.head.split('\r\n')[0])).toEqual(['GET /rooms/a HTTP/1.1']);
+    },
+  );
+
   it('hands the connection to Node for a request with a body, between bodiless ones', async () => {
     const backend = await startBackend('b1');
     const proxy = await proxyTo(backend.port);

@@ -108,6 +108,9 @@ function clientData(this: Duplex, chunk: Buffer): void {
   if (tunnel !== undefined && !tunnel.upstream.write(chunk)) this.pause();
 }
 
+/** Bytes of a client whose backend refused the upgrade: read, so its FIN is seen, and dropped. */
+function ignore(): void {}
+
 /** A socket drained: the other side may send again. */
 function drained(this: Duplex): void {
   tunnelOf(this)?.peerOf(this).resume();
@@ -250,6 +253,13 @@ export class ByteTunnel implements Tunnel {
       onAnswer(chunk);
     }
     if (!this.client.write(chunk)) this.upstream.pause();
+    if (first && !this.switched) {
+      // No WebSocket (a 404, say): the answer reaches the client, nothing more the client sends
+      // goes to the backend, which gets our FIN and ends the connection once it has answered.
+      this.client.off('data', clientData);
+      this.client.on('data', ignore);
+      this.upstream.end();
+    }
     // Only a switch to the WebSocket protocol makes the rest a byte stream for the pipe.
     if (first && this.handover !== undefined) {
       if (this.switched) awaitPipe(this);
