@@ -94,6 +94,11 @@ constexpr int64_t kAcceptRestMs = 100;
 constexpr int64_t kSweepSlackMs = 10;
 /** The epoll interest of a client connection between exchanges and in one. */
 constexpr uint32_t kClientEvents = EPOLLIN | EPOLLRDHUP;
+/**
+ * How long a tunnel stays open after one side's FIN was passed on while the other side has not
+ * ended (0: no limit; halfCloseAfter()). One value for both loops, read at each idle sweep.
+ */
+std::atomic<int64_t> gHalfCloseMs{30000};
 
 int64_t NowMs() {
   struct timespec ts;
@@ -140,6 +145,8 @@ struct Tunnel {
   // The backend answered otherwise than 101 (a 404, say): no WebSocket. Its answer still reaches
   // the client, but nothing more the client sends goes to the backend, which gets our FIN.
   bool refused = false;
+  // When one side's FIN was passed on while the other side stayed open (0: not yet).
+  int64_t halfClosedAt = 0;
   int64_t connectDeadline = 0;
   int64_t answerMs = 0;
   int64_t answerDeadline = 0;
@@ -1935,6 +1942,7 @@ class Pipe {
       if (end.fd >= 0 && !end.shut && end.pending.empty() && done) {
         shutdown(end.fd, SHUT_WR);
         end.shut = true;
+        if (t->halfClosedAt == 0) t->halfClosedAt = now_;
       }
     }
     End& client = t->ends[kClient];
@@ -2023,11 +2031,14 @@ class Pipe {
    */
   void SweepIdle() {
     std::vector<Tunnel*> due;
+    int64_t halfMs = gHalfCloseMs.load(std::memory_order_relaxed);
     for (auto& entry : tunnels_) {
       Tunnel* t = entry.second;
       MarkToMove(t);
       // A connect has its own limit (timeouts.connect); idleness counts once it is open.
       if (t->idleMs > 0 && !t->connecting && now_ - t->lastActive >= t->idleMs) due.push_back(t);
+      // One side ended and the other has not followed within the limit.
+      else if (halfMs > 0 && t->halfClosedAt > 0 && now_ - t->halfClosedAt >= halfMs) due.push_back(t);
     }
     for (Tunnel* t : due) Close(t);
   }
@@ -2419,6 +2430,17 @@ napi_value CloseWith(napi_env env, napi_callback_info info) {
                   });
 }
 
+/**
+ * halfCloseAfter(ms): how long a tunnel stays open once one side's FIN was passed on and the other
+ * side has not ended (0: no limit). Both loops read it.
+ */
+napi_value HalfCloseAfter(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!Args(env, info, 1, argv)) return Throw(env, "halfCloseAfter(ms)");
+  gHalfCloseMs.store(Int(env, argv[0]), std::memory_order_relaxed);
+  return nullptr;
+}
+
 /** moveAfter(ms): how long a tunnel is forwarded on the main thread before it moves to the pipe thread (-1: never). */
 napi_value MoveAfter(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -2554,6 +2576,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"unlisten", nullptr, Unlisten, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"limits", nullptr, Limits, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"moveAfter", nullptr, MoveAfter, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"halfCloseAfter", nullptr, HalfCloseAfter, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"exchange", nullptr, StartExchange, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"forward", nullptr, Forward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"reply", nullptr, Reply, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -418,6 +418,51 @@ describe('HTTP in the native pipe', () => {
     },
   );
 
+  it.each(['native', 'js'])(
+    'closes a WebSocket whose backend keeps its side open after the client ended, after websocket.halfCloseTimeout (websocket.pipe %s)',
+    async (pipe) => {
+      // A backend that answers 101 and never ends its side, even after the proxy's FIN.
+      const sockets: net.Socket[] = [];
+      let backendGotEnd = false;
+      const backend = net.createServer({ allowHalfOpen: true }, (socket) => {
+        sockets.push(socket);
+        socket.on('error', () => socket.destroy());
+        socket.once('data', () =>
+          socket.write(
+            'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+          ),
+        );
+        socket.on('end', () => {
+          backendGotEnd = true;
+        });
+      });
+      await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+      onCleanup(() => {
+        for (const socket of sockets) socket.destroy();
+        return new Promise<void>((resolve) => backend.close(() => resolve()));
+      });
+      const proxy = await proxyTo((backend.address() as net.AddressInfo).port, {
+        websocket: { pipe, halfCloseTimeout: '1s' },
+      });
+      const pid = proxy.child.pid as number;
+      const baseline = socketCount(pid);
+      const client = await connectRaw(proxy.port);
+      const text = textUntilEnd(client);
+      client.write(
+        'GET /rooms/a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      );
+      await waitUntil(() => sockets.length === 1, 3000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      client.end();
+      await waitUntil(() => backendGotEnd, 3000);
+      expect(socketCount(pid)).toBe(baseline + 2);
+      // Within the limit and one sweep of the pipe (1 s), the proxy lets go of both sockets.
+      expect(await text).toMatch(/^HTTP\/1\.1 101 /);
+      await waitForSocketCount(pid, baseline, 4000);
+    },
+  );
+
   it('hands the connection to Node for a request with a body, between bodiless ones', async () => {
     const backend = await startBackend('b1');
     const proxy = await proxyTo(backend.port);

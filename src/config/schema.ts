@@ -307,6 +307,10 @@ export const configSchema = z
           '1s',
           "With the native pipe, a WebSocket open this long moves from the main thread to the pipe's own thread, at its next bytes or within a second (short-lived ones never cross threads)",
         ),
+        halfCloseTimeout: duration(
+          '30s',
+          'Once one side of a WebSocket ends its connection, how long the other side has to end its own before both close (0: no limit)',
+        ),
       })
       .prefault({})
       .describe('How upgraded WebSockets are forwarded'),

@@ -46,6 +46,8 @@ export interface ForwardOptions {
   pipe: 'native' | 'js';
   /** With the native pipe: how long a tunnel stays on the main thread (ms). */
   threadAfter: number;
+  /** How long a WebSocket stays open once one side ended and the other has not (ms; 0: no limit). */
+  halfClose: number;
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);

@@ -23,6 +23,7 @@ interface Binding {
     onEvents: (events: Float64Array, payloads: (string | number)[], bytes: Buffer | undefined) => void,
   ): void;
   moveAfter(ms: number): void;
+  halfCloseAfter(ms: number): void;
   add(clientFd: number, upstreamFd: number, idleMs: number): number;
   connect(
     clientFd: number,
@@ -251,6 +252,8 @@ export interface NativePipe {
   destroy(id: number): void;
   /** How long a tunnel is forwarded on the main thread before it moves to the pipe thread. */
   moveAfter(ms: number): void;
+  /** How long a tunnel stays open once one side ended and the other has not (0: no limit). */
+  halfCloseAfter(ms: number): void;
   /**
    * Gives an accepted connection back to the pipe for one HTTP request, whose head JavaScript has
    * read (`rest`: the bytes after it), and sends it on `route` when given; else `forward()` or
@@ -311,6 +314,7 @@ function load(): NativePipe | null {
     typeof binding.start !== 'function' ||
     typeof binding.connect !== 'function' ||
     typeof binding.moveAfter !== 'function' ||
+    typeof binding.halfCloseAfter !== 'function' ||
     typeof binding.exchange !== 'function' ||
     typeof binding.bindReusePort !== 'function'
   ) {
@@ -469,6 +473,7 @@ function load(): NativePipe | null {
     closeWith: (id, toClient, toUpstream, graceMs) => binding.closeWith(id, toClient, toUpstream, graceMs),
     destroy: (id) => binding.destroy(id),
     moveAfter: (ms) => binding.moveAfter(ms),
+    halfCloseAfter: (ms) => binding.halfCloseAfter(ms),
     exchange(client, rest, request, listener, route) {
       if (client.fd < 0) return undefined;
       let id: number;

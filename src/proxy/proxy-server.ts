@@ -485,5 +485,6 @@ function forwardOptions(config: Config): ForwardOptions {
     retries: config.failover.retries,
     pipe: config.websocket.pipe,
     threadAfter: config.websocket.threadAfter,
+    halfClose: config.websocket.halfCloseTimeout,
   };
 }

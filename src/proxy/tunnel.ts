@@ -141,9 +141,12 @@ function offerDue(): void {
   }
 }
 
-/** A socket ended: the end is passed on. */
+/** A socket ended: the end is passed on, and the other side has `halfCloseMs` to end its own. */
 function ended(this: Duplex): void {
-  tunnelOf(this)?.peerOf(this).end();
+  const tunnel = tunnelOf(this);
+  if (tunnel === undefined) return;
+  tunnel.peerOf(this).end();
+  tunnel.halfClosed();
 }
 
 function onSocketClose(this: Duplex): void {
@@ -159,6 +162,9 @@ export class ByteTunnel implements Tunnel {
   private answered = false;
   /** They were a 101: the connection is a WebSocket. */
   private switched = false;
+  /** How long the tunnel stays open once one side ended and the other has not (0: no limit). */
+  halfCloseMs = 0;
+  private halfTimer: NodeJS.Timeout | undefined;
   readonly piped = false;
 
   constructor(
@@ -323,9 +329,17 @@ export class ByteTunnel implements Tunnel {
     this.upstream.destroy();
   }
 
+  /** @internal One side ended: both close if the other has not ended within `halfCloseMs`. */
+  halfClosed(): void {
+    if (this.halfTimer !== undefined || this.halfCloseMs <= 0 || this.closed) return;
+    this.halfTimer = setTimeout(() => this.destroy(), this.halfCloseMs);
+    this.halfTimer.unref();
+  }
+
   close(): void {
     fresh.delete(this);
     due.delete(this);
+    clearTimeout(this.halfTimer);
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.answerTimer);

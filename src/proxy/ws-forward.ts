@@ -211,6 +211,7 @@ export class WebSocketForwarder {
     const pipe = nativePipe();
     // The pipe is one per process: its setting follows the latest options.
     pipe?.moveAfter(options.threadAfter);
+    pipe?.halfCloseAfter(options.halfClose);
     return (
       pipe && {
         pipe,
@@ -266,6 +267,7 @@ export class WebSocketForwarder {
       observer && ((first: Buffer) => observer.upgrade(backend.id, statusOfHead(first))),
       this.handover,
     );
+    tunnel.halfCloseMs = this.options.halfClose;
     this.tracker.add(tunnel);
     if (idle > 0) upstream.setTimeout(idle, () => tunnel.close());
     tunnel.start(handshake, head);
