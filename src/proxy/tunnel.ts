@@ -48,8 +48,8 @@ export class PipedTunnel implements Tunnel {
   readonly piped = true;
   private closed = false;
   private closing = false;
-  /** The backend's answer: 0 while none came. */
-  private status = 0;
+  /** The status of the backend's answer (0: bytes that were no status line); none yet: undefined. */
+  private status: number | undefined;
   /** The tunnel's id in the pipe, set once the pipe took it. */
   id = 0;
 
@@ -77,7 +77,9 @@ export class PipedTunnel implements Tunnel {
       this.pipe.closeWith(this.id, serverCloseFrame(code), clientCloseFrame(code), CLOSE_GRACE_MS);
     } else {
       const reply =
-        this.status === 0 ? Buffer.from(errorResponse(unansweredError(code), 'close'), 'latin1') : NOTHING;
+        this.status === undefined
+          ? Buffer.from(errorResponse(unansweredError(code), 'close'), 'latin1')
+          : NOTHING;
       this.pipe.closeWith(this.id, reply, NOTHING, CLOSE_GRACE_MS);
     }
   }
@@ -158,10 +160,11 @@ export class ByteTunnel implements Tunnel {
   private detached = false;
   /** Waits for the backend's first bytes (its handshake answer); cleared when they come. */
   private answerTimer: NodeJS.Timeout | undefined;
-  /** The backend's first bytes came. */
-  private answered = false;
-  /** They were a 101: the connection is a WebSocket. */
-  private switched = false;
+  /**
+   * The status of the backend's first bytes (0: no status line); none yet: undefined. A 101 makes
+   * the connection a WebSocket.
+   */
+  private status: number | undefined;
   /** How long the tunnel stays open once one side ended and the other has not (0: no limit). */
   halfCloseMs = 0;
   private halfTimer: NodeJS.Timeout | undefined;
@@ -250,16 +253,15 @@ export class ByteTunnel implements Tunnel {
       clearTimeout(this.answerTimer);
       this.answerTimer = undefined;
     }
-    const first = !this.answered;
-    this.answered = true;
-    if (first) this.switched = statusOfHead(chunk) === 101;
+    const first = this.status === undefined;
+    if (first) this.status = statusOfHead(chunk);
     if (this.onAnswer !== undefined) {
       const onAnswer = this.onAnswer;
       this.onAnswer = undefined;
       onAnswer(chunk);
     }
     if (!this.client.write(chunk)) this.upstream.pause();
-    if (first && !this.switched) {
+    if (first && this.status !== 101) {
       // No WebSocket (a 404, say): the answer reaches the client, nothing more the client sends
       // goes to the backend, which gets our FIN and ends the connection once it has answered.
       this.client.off('data', clientData);
@@ -268,7 +270,7 @@ export class ByteTunnel implements Tunnel {
     }
     // Only a switch to the WebSocket protocol makes the rest a byte stream for the pipe.
     if (first && this.handover !== undefined) {
-      if (this.switched) awaitPipe(this);
+      if (this.status === 101) awaitPipe(this);
       else this.handover = undefined;
     }
   }
@@ -314,8 +316,8 @@ export class ByteTunnel implements Tunnel {
    */
   closeWith(code: number): void {
     if (this.closed) return;
-    if (this.switched) closeTunnel(this, code);
-    else if (this.answered) this.close();
+    if (this.status === 101) closeTunnel(this, code);
+    else if (this.status !== undefined) this.close();
     else {
       this.detach();
       replyErrorOnSocket(this.client, unansweredError(code));
