@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { isField } from './headers.js';
+import { readPlainHead } from './plain-head.js';
 
 /** A request head as llhttp read it. */
 export interface ParsedHead {
@@ -183,19 +184,40 @@ function onHeadersComplete(
 ): number {
   const owner = this[OWNER];
   if (owner === undefined) return 0;
-  const name = METHODS[method] ?? 'UNKNOWN';
-  const rawHeaders = limited(headers ?? owner.takePartialHeaders());
-  const taken = upgrade && (name === 'CONNECT' || isWebSocketHandshake(name, rawHeaders));
-  const stop = owner.events.head({
-    method: name,
-    url: url ?? owner.takePartialUrl(),
+  const stop = owner.events.head(
+    parsedHead(
+      METHODS[method] ?? 'UNKNOWN',
+      url ?? owner.takePartialUrl(),
+      limited(headers ?? owner.takePartialHeaders()),
+      versionMajor,
+      versionMinor,
+      upgrade,
+      keepAlive,
+    ),
+  );
+  return stop ? STOP_AFTER_HEAD : 0;
+}
+
+/** A head from what llhttp reports at on_headers_complete (or readPlainHead() in its place). */
+function parsedHead(
+  method: string,
+  url: string,
+  rawHeaders: string[],
+  versionMajor: number,
+  versionMinor: number,
+  upgrade: boolean,
+  keepAlive: boolean,
+): ParsedHead {
+  const taken = upgrade && (method === 'CONNECT' || isWebSocketHandshake(method, rawHeaders));
+  return {
+    method,
+    url,
     rawHeaders,
     versionMajor,
     versionMinor,
     keepAlive: keepAlive && upgrade === taken,
     upgrade: taken,
-  });
-  return stop ? STOP_AFTER_HEAD : 0;
+  };
 }
 
 /**
@@ -407,6 +429,16 @@ export function firstUpgrade(bytes: Buffer): { head: ParsedHead; used: number } 
  * took; else undefined.
  */
 export function firstHead(bytes: Buffer): { head: ParsedHead; used: number } | undefined {
+  const plain = readPlainHead(bytes);
+  if (plain !== undefined) {
+    const { method, url, rawHeaders, versionMinor, upgrade, keepAlive, used } = plain;
+    return { head: parsedHead(method, url, rawHeaders, 1, versionMinor, upgrade, keepAlive), used };
+  }
+  return llhttpHead(bytes);
+}
+
+/** firstHead() as llhttp alone reads it. @internal (tests compare readPlainHead() with it) */
+export function llhttpHead(bytes: Buffer): { head: ParsedHead; used: number } | undefined {
   probe ??= new HeadProbe();
   return probe.read(bytes);
 }
