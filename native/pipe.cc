@@ -2158,9 +2158,18 @@ int64_t Int(napi_env env, napi_value value) {
   return out;
 }
 
+/** A Buffer's bytes, or a string's characters as latin1 bytes; empty for anything else. */
 std::string Bytes(napi_env env, napi_value value) {
   void* data = nullptr;
   size_t length = 0;
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) == napi_ok && type == napi_string) {
+    // A string's characters are its bytes (latin1), as Buffer.from(text, 'latin1') would make them.
+    if (napi_get_value_string_latin1(env, value, nullptr, 0, &length) != napi_ok) return std::string();
+    std::string text(length, '\0');
+    napi_get_value_string_latin1(env, value, text.data(), length + 1, &length);
+    return text;
+  }
   bool isBuffer = false;
   napi_is_buffer(env, value, &isBuffer);
   if (!isBuffer) return std::string();

@@ -29,7 +29,7 @@ interface Binding {
     clientFd: number,
     ip: string,
     port: number,
-    handshake: Buffer,
+    handshake: Buffer | string,
     connectMs: number,
     answerMs: number,
     idleMs: number,
@@ -215,14 +215,15 @@ export interface NativePipe {
   adopt(client: Socket, upstream: Socket, idleMs: number, onClosed: () => void): number | undefined;
   /**
    * Takes over the client socket of an upgrade and connects to `ip`:`port` (an IP literal), sends
-   * `handshake`, then forwards. The Node socket is destroyed. Undefined when the pipe cannot take
-   * it (no descriptor, bytes buffered in Node either way, a host that is not an IP literal).
+   * `handshake` (a string goes as latin1), then forwards. The Node socket is destroyed. Undefined
+   * when the pipe cannot take it (no descriptor, bytes buffered in Node either way, a host that is
+   * not an IP literal).
    */
   connect(
     client: Socket | Accepted,
     ip: string,
     port: number,
-    handshake: Buffer,
+    handshake: Buffer | string,
     limits: ConnectLimits,
     listener: ConnectListener,
   ): number | undefined;
@@ -410,19 +411,15 @@ function load(): NativePipe | null {
     connect(client, ip, port, handshake, limits, listener) {
       const owned = !(client instanceof net.Socket);
       const fd = owned ? (client.fd >= 0 ? client.fd : undefined) : descriptorOf(client);
-      const address = bareIp(ip);
       // Bytes Node has read would not reach the backend, nor those it has still to write the client.
-      if (
-        fd === undefined ||
-        (!owned && (client.readableLength > 0 || client.writableLength > 0)) ||
-        net.isIP(address) === 0
-      )
+      if (fd === undefined || (!owned && (client.readableLength > 0 || client.writableLength > 0)))
         return undefined;
       let id: number;
       try {
+        // Throws for a host that is not an IP literal, before it takes anything.
         id = binding.connect(
           fd,
-          address,
+          bareIp(ip),
           port,
           handshake,
           limits.connectMs,

@@ -28,7 +28,6 @@ export interface PlainHead {
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']);
 const MAX_BYTES = 8192;
 const MAX_FIELDS = 100;
-const END = Buffer.from('\r\n\r\n');
 const CR = 13;
 const LF = 10;
 const SP = 32;
@@ -51,15 +50,16 @@ const TOKEN = table("!#$%&'*+-.^_`|~");
 
 /** The head at the start of `bytes` when it is in the subset above; else undefined (ask llhttp). */
 export function readPlainHead(bytes: Buffer): PlainHead | undefined {
-  const blank = bytes.indexOf(END);
-  if (blank < 0 || blank + 4 > MAX_BYTES) return undefined;
-  // Up to and with the last field's CRLF; the blank line's is past it.
-  const text = bytes.toString('latin1', 0, blank + 2);
+  const text = bytes.toString('latin1', 0, Math.min(bytes.length, MAX_BYTES));
+  const blank = text.indexOf('\r\n\r\n');
+  if (blank < 0) return undefined;
+  // The fields end with the last one's CRLF; the blank line's is past it.
+  const end = blank + 2;
   const methodEnd = text.indexOf(' ');
   const method = text.slice(0, methodEnd);
   if (!METHODS.has(method) || text.charCodeAt(methodEnd + 1) !== SLASH) return undefined;
   let i = methodEnd + 1;
-  for (; i < text.length; i++) {
+  for (; i < end; i++) {
     const c = text.charCodeAt(i);
     if (c === SP) break;
     if (TARGET[c] !== 1) return undefined;
@@ -75,10 +75,10 @@ export function readPlainHead(bytes: Buffer): PlainHead | undefined {
   let close = false;
   let keepAlive = false;
   let upgradeToken = false;
-  for (let p = i + 11; p < text.length; ) {
+  for (let p = i + 11; p < end; ) {
     if (rawHeaders.length === MAX_FIELDS * 2) return undefined;
     let q = p;
-    while (q < text.length && TOKEN[text.charCodeAt(q)] === 1) q++;
+    while (q < end && TOKEN[text.charCodeAt(q)] === 1) q++;
     if (q === p || text.charCodeAt(q) !== COLON) return undefined;
     const name = text.slice(p, q);
     q++;

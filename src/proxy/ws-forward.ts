@@ -148,7 +148,6 @@ export class WebSocketForwarder {
     const pipe = this.handover?.pipe;
     if (pipe === undefined || target.tls || !(isAccepted(client) || isSocket(client))) return false;
     const { connect, response, idle } = this.options.timeouts;
-    const bytes = Buffer.from(handshake, 'latin1');
     let tunnel: PipedTunnel | undefined;
     let pending = true;
     // Once per connect: it is open (and tracked), or its client came back (and the next attempt,
@@ -162,7 +161,7 @@ export class WebSocketForwarder {
       client,
       target.host,
       target.port,
-      head.length === 0 ? bytes : Buffer.concat([bytes, head]),
+      head.length === 0 ? handshake : Buffer.concat([Buffer.from(handshake, 'latin1'), head]),
       { connectMs: connect, answerMs: response, idleMs: idle },
       {
         connected: () => {
