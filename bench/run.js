@@ -461,8 +461,12 @@ async function main() {
     const foreign = machineBusySeconds() - busy0 - (ownCpuSeconds() - own0);
     const wall = (Date.now() - wall0) / 1000;
     const share = (foreign / (wall * os.cpus().length)) * 100;
+    // /proc/stat counts ticks per core and /proc/<pid>/stat precise time per process: on a quiet
+    // machine the difference can come out a little below zero.
     notes.push(
-      `Other processes on the machine used ${foreign.toFixed(1)} CPU-s during the ${wall.toFixed(0)} s of measurements (${share.toFixed(1)}% of all cores)${share > 5 ? ': the machine was not quiet, absolute figures are disturbed' : ''}.`,
+      foreign <= 0
+        ? `Other processes on the machine used no measurable CPU during the ${wall.toFixed(0)} s of measurements (${foreign.toFixed(1)} CPU-s: the machine's and the processes' CPU accounting differ by that much).`
+        : `Other processes on the machine used ${foreign.toFixed(1)} CPU-s during the ${wall.toFixed(0)} s of measurements (${share.toFixed(1)}% of all cores)${share > 5 ? ': the machine was not quiet, absolute figures are disturbed' : ''}.`,
     );
     const figures = aggregate(rounds);
     const date = new Date().toISOString().slice(0, 10);
