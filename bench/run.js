@@ -60,6 +60,7 @@ const cfg = {
   msgBytes: env('BENCH_MSG_BYTES', 64),
   threads: env('BENCH_PEER_THREADS', 1),
   pipe: process.env.BENCH_PIPE || 'native',
+  nodeArgs: (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== ''),
   httpRooms: 1000,
 };
 const ALL_PEERS = ['direct', 'roomring', 'http-proxy', 'haproxy', 'nginx'];
@@ -412,7 +413,15 @@ async function main() {
     const backendPorts = started.ports;
     for (const name of peers) {
       const port = name === 'direct' ? backendPorts[0] : await freePort();
-      const peer = makePeer(name, { dir, backendPorts, port, threads: cfg.threads, root, pipe: cfg.pipe });
+      const peer = makePeer(name, {
+        dir,
+        backendPorts,
+        port,
+        threads: cfg.threads,
+        root,
+        pipe: cfg.pipe,
+        nodeArgs: name === 'roomring' ? cfg.nodeArgs : [],
+      });
       await peer.start();
       if (name === 'roomring' && peer.pipe !== cfg.pipe)
         notes.push(
@@ -461,6 +470,8 @@ async function main() {
     const foreign = machineBusySeconds() - busy0 - (ownCpuSeconds() - own0);
     const wall = (Date.now() - wall0) / 1000;
     const share = (foreign / (wall * os.cpus().length)) * 100;
+    if (cfg.nodeArgs.length > 0)
+      notes.push(`roomring's node ran with \`${cfg.nodeArgs.join(' ')}\` (BENCH_NODE_ARGS).`);
     // /proc/stat counts ticks per core and /proc/<pid>/stat precise time per process: on a quiet
     // machine the difference can come out a little below zero.
     notes.push(

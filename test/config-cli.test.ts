@@ -1,8 +1,10 @@
 // The real CLI on config files and arguments: exit codes (0 ok, 2 usage or config error) and
 // what it writes to say what is wrong.
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { freePort, runCli, spawnCli, writeConfig } from './helpers.js';
+import { CLI, freePort, runCli, spawnCli, writeConfig } from './helpers.js';
 
 const EXAMPLE = `listen:
   host: 127.0.0.1
@@ -170,6 +172,15 @@ describe('arguments', () => {
     const { code, output } = await runCli(['--version']);
     expect(code).toBe(0);
     expect(output.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('runs as an executable, through its #! line and the node flags it names', () => {
+    // How npm's bin link and the systemd unit start it: node refuses a flag it does not know.
+    expect(readFileSync(CLI, 'utf8').split('\n')[0]).toBe('#!/usr/bin/env -S node --no-memory-reducer');
+    const run = spawnSync(CLI, ['--version'], { encoding: 'utf8', timeout: 20_000 });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    expect(run.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
   });
 
   it('prints help naming the commands and exits 0', async () => {

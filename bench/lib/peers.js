@@ -1,13 +1,23 @@
 // The peers measured side by side: direct (the ceiling), roomring, a bare http-proxy, HAProxy and
 // nginx. Each peer starts as real child processes listening on 127.0.0.1 and exposes the pids
 // whose CPU time and RSS count as "the proxy".
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, processTree, sleep, start } from './procs.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * The node flags of a checkout's launcher (its `#!/usr/bin/env -S node ...` line): an installed
+ * roomring runs with them, so the benchmark does too.
+ */
+function launcherFlags(root) {
+  const first = readFileSync(join(root, 'bin/roomring.js'), 'utf8').split('\n')[0] ?? '';
+  const words = first.replace(/^#!\S*env\s+(-S\s+)?/, '').split(/\s+/);
+  return words[0] === 'node' ? words.slice(1).filter((word) => word !== '') : [];
+}
 const BENCH = fileURLToPath(new URL('../', import.meta.url));
 
 /** Starts the three benchmark backends (servers/backend.js b1..b3) on free ports: {ports, procs}. */
@@ -180,7 +190,15 @@ export function makePeer(name, opts) {
         const proc = await start(
           'roomring',
           process.execPath,
-          [...nodeArgs, join(root, 'bin/roomring.js'), 'start', '--config', file, ...workers],
+          [
+            ...launcherFlags(root),
+            ...nodeArgs,
+            join(root, 'bin/roomring.js'),
+            'start',
+            '--config',
+            file,
+            ...workers,
+          ],
           { ready: /roomring listening on/, cwd: root },
         );
         peer.pipe = /"event":"start".*"pipe":"(\w+)"/.exec(proc.output())?.[1] ?? 'unknown';
@@ -189,10 +207,11 @@ export function makePeer(name, opts) {
           peer.pipe === 'native'
             ? `the native pipe ${accepts ? 'accepts the clients, ' : ''}connects to the backends and forwards WebSockets`
             : 'Node sockets forward WebSockets';
+        const command = ['node', ...launcherFlags(root), 'bin/roomring.js start'].join(' ');
         peer.describe =
           threads > 1
-            ? `node bin/roomring.js start --workers ${threads} (a primary and ${threads} workers; in each, ${forwarder})`
-            : `node bin/roomring.js start (one process; ${forwarder})`;
+            ? `${command} --workers ${threads} (a primary and ${threads} workers; in each, ${forwarder})`
+            : `${command} (one process; ${forwarder})`;
         return [proc];
       }
       case 'http-proxy': {
