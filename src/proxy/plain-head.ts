@@ -9,9 +9,10 @@
 // values of visible ASCII and spaces with no trailing space, at most 100 fields in 8 KiB, and no
 // Content-Length, Transfer-Encoding or Proxy-Connection (so no body and no framing question).
 
+import { maxHeaderSize } from 'node:http';
 import { isField } from './headers.js';
 
-/** What llhttp reports of a head at on_headers_complete, for the subset read here. */
+/** What llhttp reports of a head at on_headers_complete, for the subset read here (HTTP/1.x only). */
 export interface PlainHead {
   method: string;
   url: string;
@@ -26,7 +27,11 @@ export interface PlainHead {
 }
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']);
-const MAX_BYTES = 8192;
+/**
+ * Within llhttp's own limit (Node's --max-http-header-size, 16 KiB unless set lower), so that a
+ * head over it still gets llhttp's 431.
+ */
+const MAX_BYTES = Math.min(8192, maxHeaderSize);
 const MAX_FIELDS = 100;
 const CR = 13;
 const LF = 10;
@@ -55,6 +60,8 @@ export function readPlainHead(bytes: Buffer): PlainHead | undefined {
   if (blank < 0) return undefined;
   // The fields end with the last one's CRLF; the blank line's is past it.
   const end = blank + 2;
+  // The scans below need no bound of their own: each stops at a character the blank line's CR
+  // (at `blank`) ends at the latest. With no space at all, `method` is not a method.
   const methodEnd = text.indexOf(' ');
   const method = text.slice(0, methodEnd);
   if (!METHODS.has(method) || text.charCodeAt(methodEnd + 1) !== SLASH) return undefined;

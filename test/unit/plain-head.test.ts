@@ -1,6 +1,8 @@
 // The quick head reader against llhttp: whatever head readPlainHead() takes, llhttp must read the
 // same way (method, target, fields, version, keep-alive, upgrade, length), over typical heads and
 // thousands of generated ones full of the characters and fields where parsers differ.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { readPlainHead } from '../../src/proxy/plain-head.js';
 import { firstHead, llhttpHead } from '../../src/proxy/request-parser.js';
@@ -138,6 +140,24 @@ describe('readPlainHead', () => {
       expect(plain).toBeUndefined();
       expect(quick).toEqual(llhttp);
     }
+  });
+
+  it("leaves a head over node's --max-http-header-size to llhttp, which refuses it", () => {
+    const parser = fileURLToPath(new URL('../../dist/proxy/request-parser.js', import.meta.url));
+    const script = `import { firstHead } from ${JSON.stringify(parser)};
+      const head = (n) => Buffer.from('GET /' + 'a'.repeat(n) + ' HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n', 'latin1');
+      console.log(JSON.stringify([firstHead(head(3000)) === undefined, firstHead(head(500)) === undefined]));`;
+    const run = spawnSync(
+      process.execPath,
+      ['--max-http-header-size=1024', '--input-type=module', '-e', script],
+      {
+        encoding: 'utf8',
+        timeout: 20_000,
+      },
+    );
+    expect(run.stderr).toBe('');
+    // Over the limit: refused (the client gets 431); under it: read.
+    expect(JSON.parse(run.stdout)).toEqual([true, false]);
   });
 
   it('reads every generated head it takes exactly as llhttp does', () => {
