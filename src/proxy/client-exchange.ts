@@ -59,10 +59,6 @@ export class ClientRequest {
     this.expectsContinue = expectsContinue;
   }
 
-  /**
-   * Header values by lower-cased name, built on first use: repeated fields joined with ', '
-   * (cookies with '; '), as node:http joins them.
-   */
   /** The first value of the field `name` (lower-cased), as it came. */
   firstHeader(name: string): string | undefined {
     const raw = this.rawHeaders;
@@ -70,6 +66,10 @@ export class ClientRequest {
     return undefined;
   }
 
+  /**
+   * Header values by lower-cased name, built on first use: repeated fields joined with ', '
+   * (cookies with '; '), as node:http joins them.
+   */
   get headers(): Record<string, string> {
     if (this.lowered !== undefined) return this.lowered;
     const headers: Record<string, string> = Object.create(null);
